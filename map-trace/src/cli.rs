@@ -1,0 +1,226 @@
+//! The command line of ../shared/docs/interface.md.
+
+use std::{collections::BTreeSet, ffi::OsString, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use map_trace_common::{EventKind, key_hash};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "map-trace",
+    version,
+    about = "Trace what the Go runtime's maps do inside a running process",
+    args_conflicts_with_subcommands = true,
+    override_usage = "map-trace [OPTIONS] --pid <PID>\n       \
+                      map-trace [OPTIONS] -- <CMD> [ARGS...]\n       \
+                      map-trace hash (--str <S> | --int <N> | --int32 <N> | --hex <BYTES>)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub trace: TraceArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the key hash that --key-hash filters on
+    Hash(HashArgs),
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct HashArgs {
+    /// A string key
+    #[arg(long = "str")]
+    pub string: Option<String>,
+    /// An 8-byte integer key (int, int64, uint64, pointers)
+    #[arg(long, allow_negative_numbers = true)]
+    pub int: Option<i64>,
+    /// A 4-byte integer key (int32, uint32)
+    #[arg(long, allow_negative_numbers = true)]
+    pub int32: Option<i32>,
+    /// Raw key bytes in hex (for example 0a0b0c)
+    #[arg(long, value_parser = parse_hex_bytes)]
+    pub hex: Option<Vec<u8>>,
+}
+
+impl HashArgs {
+    #[must_use]
+    pub fn hash(&self) -> u64 {
+        if let Some(s) = &self.string {
+            key_hash(s.as_bytes())
+        } else if let Some(n) = self.int {
+            key_hash(&n.to_le_bytes())
+        } else if let Some(n) = self.int32 {
+            key_hash(&n.to_le_bytes())
+        } else {
+            key_hash(self.hex.as_deref().unwrap_or_default())
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// Trace this running Go process
+    #[arg(long, value_name = "PID", conflicts_with = "command")]
+    pub pid: Option<u32>,
+    /// Stop after this many seconds (default: until the target exits, or SIGINT/SIGTERM)
+    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Write every event as a CSV row (`-` = standard output)
+    #[arg(long, value_name = "PATH")]
+    pub csv: Option<PathBuf>,
+    /// Comma list of event kinds to trace: assign, delete, clear (default: all)
+    #[arg(long, value_name = "LIST", value_parser = parse_events)]
+    pub events: Option<EventSet>,
+    /// Say more: which functions were probed where, which are missing from the binary
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Start CMD held before exec, attach, then let it run (its first map operation is traced)
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+/// The event kinds a run traces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventSet(BTreeSet<EventKind>);
+
+impl EventSet {
+    #[must_use]
+    pub fn all() -> Self {
+        Self(EventKind::ALL.into_iter().collect())
+    }
+
+    #[must_use]
+    pub fn contains(&self, kind: EventKind) -> bool {
+        self.0.contains(&kind)
+    }
+}
+
+/// What to trace.
+#[derive(Debug)]
+pub enum Target {
+    Pid(u32),
+    Command(Vec<OsString>),
+}
+
+/// Validated tracing options.
+#[derive(Debug)]
+pub struct TraceOptions {
+    pub target: Target,
+    pub duration: Option<Duration>,
+    pub csv: Option<PathBuf>,
+    pub events: EventSet,
+    pub verbose: bool,
+}
+
+impl TraceArgs {
+    /// A usage error (exit status 2) when there is nothing to trace.
+    pub fn into_options(self) -> Result<TraceOptions, clap::Error> {
+        let target = match (self.pid, self.command.is_empty()) {
+            (Some(pid), true) => Target::Pid(pid),
+            (None, false) => Target::Command(self.command),
+            _ => {
+                return Err(clap::Error::raw(
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    "nothing to trace: give --pid PID or -- CMD [ARGS...] (see map-trace --help)\n",
+                ));
+            }
+        };
+        Ok(TraceOptions {
+            target,
+            duration: self.duration,
+            csv: self.csv,
+            events: self.events.unwrap_or_else(EventSet::all),
+            verbose: self.verbose,
+        })
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !secs.is_finite() || secs <= 0.0 || secs > 1e9 {
+        return Err(format!("`{s}`: give a positive number of seconds"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_events(s: &str) -> Result<EventSet, String> {
+    let mut set = BTreeSet::new();
+    for name in s.split(',').map(str::trim) {
+        let kind = EventKind::ALL
+            .into_iter()
+            .find(|k| k.name() == name)
+            .ok_or_else(|| {
+                let known: Vec<_> = EventKind::ALL.iter().map(|k| k.name()).collect();
+                format!("unknown event kind `{name}`; known: {}", known.join(", "))
+            })?;
+        set.insert(kind);
+    }
+    Ok(EventSet(set))
+}
+
+fn parse_hex_bytes(s: &str) -> Result<Vec<u8>, String> {
+    let s = s.strip_prefix("0x").unwrap_or(s);
+    if s.len() % 2 != 0 {
+        return Err("give an even number of hex digits".into());
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| {
+            s.get(i..i + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                .ok_or_else(|| format!("`{s}` is not hex"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash_of(args: &[&str]) -> u64 {
+        let cli = Cli::try_parse_from(args).unwrap();
+        match cli.command {
+            Some(Command::Hash(h)) => h.hash(),
+            None => panic!("not a hash command"),
+        }
+    }
+
+    #[test]
+    fn hash_subcommand_follows_the_contract() {
+        assert_eq!(hash_of(&["map-trace", "hash", "--str", "abc"]), 0xe71f_a219_0541_574b);
+        assert_eq!(hash_of(&["map-trace", "hash", "--hex", "616263"]), 0xe71f_a219_0541_574b);
+        assert_eq!(
+            hash_of(&["map-trace", "hash", "--int", "1"]),
+            key_hash(&[1, 0, 0, 0, 0, 0, 0, 0])
+        );
+        assert_eq!(hash_of(&["map-trace", "hash", "--int32", "-1"]), key_hash(&[0xff; 4]));
+        assert!(Cli::try_parse_from(["map-trace", "hash", "--hex", "abc"]).is_err());
+        assert!(Cli::try_parse_from(["map-trace", "hash"]).is_err());
+    }
+
+    #[test]
+    fn tracing_arguments() {
+        let cli = Cli::try_parse_from(["map-trace", "--csv", "-", "--", "prog", "--x"]).unwrap();
+        let opts = cli.trace.into_options().unwrap();
+        assert!(matches!(opts.target, Target::Command(ref c) if c.len() == 2));
+        assert_eq!(opts.events, EventSet::all());
+
+        let cli = Cli::try_parse_from(["map-trace", "--pid", "7", "--events", "assign,clear"])
+            .unwrap();
+        let opts = cli.trace.into_options().unwrap();
+        assert!(matches!(opts.target, Target::Pid(7)));
+        assert!(opts.events.contains(EventKind::Clear));
+        assert!(!opts.events.contains(EventKind::Delete));
+
+        assert!(Cli::try_parse_from(["map-trace", "--pid", "7", "--events", "nope"]).is_err());
+        assert!(Cli::try_parse_from(["map-trace", "--pid", "7", "--duration", "-1"]).is_err());
+        assert!(Cli::try_parse_from(["map-trace", "--pid", "7", "--", "x"]).is_err());
+        let none = Cli::try_parse_from(["map-trace"]).unwrap();
+        assert!(none.trace.into_options().is_err());
+    }
+}

@@ -1,0 +1,17 @@
+//! map-trace: an eBPF tracer for the Go runtime's maps.
+//!
+//! Data flows one way: the target's binary ([`target`]) and the Go runtime knowledge for its
+//! version ([`goruntime`]) give a probe [`plan`]; [`probes`] attaches it; the ring buffer's
+//! records become [`events`]; [`aggregate`] folds them per map; [`output`] writes them out.
+//! [`session`] runs that pipeline for one target.
+
+pub mod aggregate;
+pub mod cli;
+pub mod events;
+pub mod goruntime;
+pub mod output;
+pub mod plan;
+pub mod privileges;
+pub mod probes;
+pub mod session;
+pub mod target;

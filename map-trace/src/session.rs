@@ -1,0 +1,231 @@
+//! One tracing run: resolve the target, plan and attach probes, stream events to the outputs
+//! until the end, then drain, detach and summarise.
+
+use std::{
+    fs::File,
+    io::{self, BufWriter, Write},
+    os::fd::{AsRawFd, OwnedFd},
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use aya::maps::{MapData, RingBuf};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+};
+
+use crate::{
+    aggregate::Aggregate,
+    cli::{Target, TraceOptions},
+    events,
+    goruntime::{GoVersion, Runtime, RuntimeError, detect_flavour},
+    output::{
+        Exporter,
+        csv::CsvExporter,
+        summary::{self, RunInfo},
+    },
+    plan::{self, Plan},
+    privileges,
+    probes::{self, Probes},
+    target::{
+        binary::GoBinary,
+        launch::{HeldChild, resolve_command},
+        process::{self, Process},
+    },
+};
+
+/// What the run traces, once resolved.
+struct Resolved {
+    /// The executable as the kernel should resolve it for uprobes.
+    exe: PathBuf,
+    /// A pid from the start (`--pid`), or the command to start held.
+    pid: Option<u32>,
+}
+
+pub fn run(opts: TraceOptions) -> anyhow::Result<()> {
+    privileges::check()?;
+    let resolved = match &opts.target {
+        Target::Pid(pid) => Resolved { exe: Process::inspect(*pid)?.exe, pid: Some(*pid) },
+        Target::Command(argv) => {
+            let program = argv.first().context("no command given after --")?;
+            Resolved { exe: resolve_command(program)?, pid: None }
+        }
+    };
+    // Watch the process from the start, so a recycled pid is never mistaken for it.
+    let early_pidfd = resolved.pid.map(process::pidfd).transpose().context("pidfd_open")?;
+
+    let binary = GoBinary::open(&resolved.exe)?;
+    let version = GoVersion::parse(binary.version())?;
+    version.check_supported()?;
+    let flavour = detect_flavour(|s| binary.has_function(s))
+        .ok_or_else(|| RuntimeError::UnknownFlavour(binary.path().display().to_string()))?;
+    let runtime = Runtime::new(version, flavour)?;
+    let plan = plan::plan(&binary, &runtime, &opts.events)?;
+    if opts.verbose {
+        describe_plan(&plan);
+    }
+    let csv_to_stdout = opts.csv.as_deref() == Some(Path::new("-"));
+    let mut exporters = open_exporters(&opts)?;
+
+    let mut child = match &opts.target {
+        Target::Command(argv) => Some(HeldChild::spawn(&resolved.exe, argv)?),
+        Target::Pid(_) => None,
+    };
+    let pid = match (&child, resolved.pid) {
+        (Some(c), _) => c.pid(),
+        (None, Some(pid)) => pid,
+        (None, None) => anyhow::bail!("no target process"),
+    };
+    let pidfd = match early_pidfd {
+        Some(fd) => fd,
+        None => process::pidfd(pid).context("pidfd_open")?,
+    };
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the event loop")?;
+    let (agg, info) = rt.block_on(async {
+        let mut ends = Ends::new(opts.duration)?;
+        let mut probes = Probes::attach(&plan, &runtime, &resolved.exe, pid)?;
+        let ring = probes.take_events()?;
+        let lost = probes.take_lost()?;
+        eprintln!(
+            "attached {} probes to pid {pid} ({}, {} maps)",
+            probes.attached(),
+            runtime.version.raw,
+            runtime.flavour
+        );
+        if let Some(child) = &mut child {
+            child.release()?;
+        }
+        let started = Instant::now();
+        let mut agg = Aggregate::default();
+        let mut ring = watch(ring).context("watching the ring buffer")?;
+        ends.wait(&mut ring, pidfd, &mut agg, &mut exporters).await?;
+        let attached = probes.attached();
+        // Nothing new can arrive once the probes are gone; then take what is left.
+        probes.detach();
+        drain(ring.get_mut(), &mut agg, &mut exporters)?;
+        let info = RunInfo {
+            pid,
+            go_version: runtime.version.raw.clone(),
+            flavour: runtime.flavour,
+            probes: attached,
+            elapsed: started.elapsed(),
+            lost: probes::lost_events(&lost)?,
+        };
+        anyhow::Ok((agg, info))
+    })?;
+    if let Some(child) = &child {
+        child.reap();
+    }
+    for exporter in &mut exporters {
+        exporter.finish()?;
+    }
+    let text = summary::render(&agg, &info);
+    if csv_to_stdout {
+        eprint!("{text}");
+    } else {
+        print!("{text}");
+        io::stdout().flush().context("writing the summary")?;
+    }
+    Ok(())
+}
+
+fn describe_plan(plan: &Plan) {
+    for p in &plan.points {
+        eprintln!(
+            "probe {} at {:#x} (file offset {:#x})",
+            p.function.symbol, p.addr, p.file_offset
+        );
+    }
+    for symbol in &plan.missing {
+        eprintln!("not in binary (dropped by the linker): {symbol}");
+    }
+}
+
+fn open_exporters(opts: &TraceOptions) -> anyhow::Result<Vec<Box<dyn Exporter>>> {
+    let mut exporters: Vec<Box<dyn Exporter>> = Vec::new();
+    if let Some(path) = &opts.csv {
+        let out: Box<dyn Write> = if path == Path::new("-") {
+            Box::new(BufWriter::new(io::stdout()))
+        } else {
+            let file = File::create(path).with_context(|| {
+                format!("cannot write CSV to {}: give a writable path", path.display())
+            })?;
+            Box::new(BufWriter::new(file))
+        };
+        exporters.push(Box::new(CsvExporter::new(out)?));
+    }
+    Ok(exporters)
+}
+
+/// Everything that can end a run.
+struct Ends {
+    sigint: tokio::signal::unix::Signal,
+    sigterm: tokio::signal::unix::Signal,
+    duration: Option<Duration>,
+}
+
+impl Ends {
+    /// Registered before the probes are attached, so no signal finds map-trace unprepared.
+    fn new(duration: Option<Duration>) -> anyhow::Result<Self> {
+        Ok(Self {
+            sigint: signal(SignalKind::interrupt()).context("SIGINT handler")?,
+            sigterm: signal(SignalKind::terminate()).context("SIGTERM handler")?,
+            duration,
+        })
+    }
+
+    /// Streams events until the target exits, a signal arrives or the duration is over.
+    async fn wait(
+        &mut self,
+        ring: &mut AsyncFd<RingBuf<MapData>>,
+        pidfd: OwnedFd,
+        agg: &mut Aggregate,
+        exporters: &mut [Box<dyn Exporter>],
+    ) -> anyhow::Result<()> {
+        let exited = watch(pidfd).context("watching the target")?;
+        let deadline = tokio::time::sleep(self.duration.unwrap_or(Duration::MAX));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                guard = ring.readable_mut() => {
+                    let mut guard = guard.context("polling the ring buffer")?;
+                    drain(guard.get_inner_mut(), agg, exporters)?;
+                    guard.clear_ready();
+                }
+                _ = exited.readable() => return Ok(()),
+                _ = self.sigint.recv() => return Ok(()),
+                _ = self.sigterm.recv() => return Ok(()),
+                () = &mut deadline, if self.duration.is_some() => return Ok(()),
+            }
+        }
+    }
+}
+
+/// Registers an owned descriptor with the event loop, for readability only.
+fn watch<T: AsRawFd>(inner: T) -> io::Result<AsyncFd<T>> {
+    // SAFETY: `inner` owns its descriptor (a BPF map or a pidfd) and keeps it open and
+    // unchanged for as long as the AsyncFd holds it.
+    unsafe { AsyncFd::register_with_interest(inner, Interest::READABLE) }.map_err(Into::into)
+}
+
+/// Hands every record now in the ring buffer to the aggregate and the exporters.
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    agg: &mut Aggregate,
+    exporters: &mut [Box<dyn Exporter>],
+) -> anyhow::Result<()> {
+    while let Some(record) = ring.next() {
+        let event = events::decode(&record)?;
+        agg.record(&event);
+        for exporter in exporters.iter_mut() {
+            exporter.event(&event)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! Where to put probes inside a Go function, found by decoding that exact binary's code:
+//! the first instruction after the prologue's stack check, and every RET.
+
+use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind, Register};
+use thiserror::Error;
+
+/// Offset of `g.stackguard0` from the goroutine pointer in R14 (every supported version).
+const STACKGUARD0_OFFSET: u64 = 0x10;
+/// The stack check sits in the first few instructions; stop looking after these.
+const PROLOGUE_WINDOW: usize = 8;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DisasmError {
+    #[error("invalid instruction at {0:#x}")]
+    Invalid(u64),
+    #[error("the stack check at {0:#x} is not followed by JBE")]
+    UnexpectedPrologue(u64),
+}
+
+fn decode(code: &[u8], addr: u64) -> impl Iterator<Item = Result<Instruction, DisasmError>> + '_ {
+    Decoder::with_ip(64, code, addr, DecoderOptions::NONE).into_iter().map(|ins| {
+        if ins.is_invalid() { Err(DisasmError::Invalid(ins.ip())) } else { Ok(ins) }
+    })
+}
+
+/// `CMP reg, [R14+0x10]`: the goroutine stack-bound check.
+fn is_stack_check(ins: &Instruction) -> bool {
+    ins.mnemonic() == Mnemonic::Cmp
+        && (0..ins.op_count()).any(|i| ins.op_kind(i) == OpKind::Memory)
+        && ins.memory_base() == Register::R14
+        && ins.memory_index() == Register::None
+        && ins.memory_displacement64() == STACKGUARD0_OFFSET
+}
+
+/// The address of the first instruction after the stack check's `JBE` to `morestack`, or the
+/// function's first byte when it has no stack check (nosplit functions never re-enter).
+///
+/// A probe on the first byte would fire twice for one call when the stack grows, because
+/// `morestack` jumps back to the entry.
+pub fn entry_after_prologue(code: &[u8], addr: u64) -> Result<u64, DisasmError> {
+    let mut insns = decode(code, addr).take(PROLOGUE_WINDOW);
+    while let Some(ins) = insns.next().transpose()? {
+        if is_stack_check(&ins) {
+            let jbe = insns.next().transpose()?.ok_or(DisasmError::UnexpectedPrologue(ins.ip()))?;
+            return match jbe.code() {
+                Code::Jbe_rel8_64 | Code::Jbe_rel32_64 => Ok(jbe.next_ip()),
+                _ => Err(DisasmError::UnexpectedPrologue(ins.ip())),
+            };
+        }
+        match ins.flow_control() {
+            FlowControl::Next | FlowControl::ConditionalBranch => {}
+            _ => break,
+        }
+    }
+    Ok(addr)
+}
+
+/// Every RET instruction in the function: where exit probes go (never uretprobes: Go moves
+/// stacks and would find the hijacked return address).
+pub fn return_sites(code: &[u8], addr: u64) -> Result<Vec<u64>, DisasmError> {
+    decode(code, addr)
+        .filter_map(|ins| match ins {
+            Ok(ins) if ins.flow_control() == FlowControl::Return => Some(Ok(ins.ip())),
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: u64 = 0x40_0000;
+
+    #[test]
+    fn short_prologue() {
+        // CMPQ SP,0x10(R14); JBE rel8; PUSHQ BP; ...; RET
+        let code = [0x49, 0x3b, 0x66, 0x10, 0x76, 0x20, 0x55, 0x48, 0x89, 0xe5, 0x5d, 0xc3];
+        assert_eq!(entry_after_prologue(&code, BASE), Ok(BASE + 6));
+        assert_eq!(return_sites(&code, BASE), Ok(vec![BASE + 11]));
+    }
+
+    #[test]
+    fn long_jump_prologue() {
+        // CMPQ SP,0x10(R14); JBE rel32; PUSHQ BP
+        let code = [0x49, 0x3b, 0x66, 0x10, 0x0f, 0x86, 0, 1, 0, 0, 0x55];
+        assert_eq!(entry_after_prologue(&code, BASE), Ok(BASE + 0xa));
+    }
+
+    #[test]
+    fn big_frame_prologue() {
+        // LEAQ -0x98(SP),R12; CMPQ R12,0x10(R14); JBE rel32; PUSHQ BP
+        let code = [
+            0x4c, 0x8d, 0xa4, 0x24, 0x68, 0xff, 0xff, 0xff, 0x4d, 0x3b, 0x66, 0x10, 0x0f, 0x86,
+            0, 1, 0, 0, 0x55,
+        ];
+        assert_eq!(entry_after_prologue(&code, BASE), Ok(BASE + 0x12));
+    }
+
+    #[test]
+    fn nosplit_function_probes_its_first_byte() {
+        // MOVQ AX,BX; RET
+        let code = [0x48, 0x89, 0xc3, 0xc3];
+        assert_eq!(entry_after_prologue(&code, BASE), Ok(BASE));
+    }
+
+    #[test]
+    fn stack_check_without_jbe_is_refused() {
+        // CMPQ SP,0x10(R14); NOP
+        let code = [0x49, 0x3b, 0x66, 0x10, 0x90];
+        assert_eq!(entry_after_prologue(&code, BASE), Err(DisasmError::UnexpectedPrologue(BASE)));
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let code = [0x0f, 0xff, 0xff, 0xff];
+        assert!(return_sites(&code, BASE).is_err());
+        assert!(entry_after_prologue(&[], BASE).is_ok());
+    }
+}

@@ -1,0 +1,8 @@
+//! The traced process and its executable: what is running, and what its binary says about
+//! itself (build info, symbols, machine code).
+
+pub mod binary;
+pub mod buildinfo;
+pub mod disasm;
+pub mod launch;
+pub mod process;

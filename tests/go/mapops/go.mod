@@ -1,0 +1,3 @@
+module mapops
+
+go 1.21

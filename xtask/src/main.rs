@@ -1,0 +1,134 @@
+//! `cargo xtask <setup|build|test|demo>`: everything from a fresh clone, in one command each.
+//!
+//! Setup installs what the build and the tests need into a cache folder outside git
+//! (`$MAP_TRACE_CACHE`, else `$XDG_CACHE_HOME/map-trace`, else `~/.cache/map-trace`), and is
+//! idempotent: on a ready machine it only checks.
+
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use setup::Tools;
+
+#[derive(Parser)]
+#[command(about = "map-trace's developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the pinned nightly with rust-src, LLVM with the BPF target, bpf-linker and the Go toolchains
+    Setup,
+    /// Set up, then build the release binary into target/release/map-trace
+    Build,
+    /// Set up, build, check formatting and lints, and run every test (unit and integration; needs root)
+    Test {
+        /// Extra arguments for `cargo test` (a test name filter, `--nocapture`, …)
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build, start the bundled demo Go program, trace it a few seconds, print the summary
+    Demo {
+        /// Seconds to trace
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root()?;
+    let tools = setup::install()?;
+    match cli.task {
+        Task::Setup => Ok(()),
+        Task::Build => build(&root, &tools).map(|_| ()),
+        Task::Test { args } => test(&root, &tools, &args),
+        Task::Demo { seconds } => demo(&root, &tools, seconds),
+    }
+}
+
+fn workspace_root() -> anyhow::Result<PathBuf> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    Ok(manifest.parent().context("xtask has no parent folder")?.to_owned())
+}
+
+/// Runs `cmd` with the tools' environment, failing on a non-zero exit.
+pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo(root: &Path, tools: &Tools) -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root);
+    tools.apply(&mut cmd);
+    cmd
+}
+
+fn build(root: &Path, tools: &Tools) -> anyhow::Result<PathBuf> {
+    run(cargo(root, tools).args(["build", "--release", "--package", "map-trace"]))?;
+    Ok(root.join("target/release/map-trace"))
+}
+
+fn test(root: &Path, tools: &Tools, args: &[String]) -> anyhow::Result<()> {
+    run(cargo(root, tools).args(["fmt", "--all", "--check"]))
+        .context("formatting differs: run cargo fmt --all")?;
+    run(cargo(root, tools).args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    let bin = build(root, tools)?;
+    if !nix_is_root() {
+        bail!("the integration tests load eBPF programs: run cargo xtask test as root");
+    }
+    let mut cmd = cargo(root, tools);
+    cmd.args(["test", "--workspace", "--release"]).env("MAP_TRACE_BIN", &bin);
+    if !args.is_empty() {
+        cmd.arg("--").args(args);
+    }
+    run(&mut cmd)
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            == Some("0")
+    })
+}
+
+fn demo(root: &Path, tools: &Tools, seconds: u64) -> anyhow::Result<()> {
+    let bin = build(root, tools)?;
+    if !nix_is_root() {
+        bail!("map-trace loads eBPF programs: run cargo xtask demo as root");
+    }
+    let demo_bin = root.join("target/demo/demo");
+    tools.go_build(setup::DEMO_GO, &root.join("tests/go/demo"), &demo_bin)?;
+    let csv = root.join("target/demo/events.csv");
+    let mut program = Command::new(&demo_bin)
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting the demo program")?;
+    // Let it get going, so the trace shows a program already in its steady state.
+    std::thread::sleep(Duration::from_millis(300));
+    println!("tracing the demo program (pid {}) for {seconds} s; every event goes to {}", program.id(), csv.display());
+    let traced = run(Command::new(&bin)
+        .arg("--pid")
+        .arg(program.id().to_string())
+        .arg("--duration")
+        .arg(seconds.to_string())
+        .arg("--csv")
+        .arg(&csv));
+    let _ = program.kill();
+    let _ = program.wait();
+    traced
+}
