@@ -1,6 +1,6 @@
 //! Compiles map-trace-ebpf for bpfel-unknown-none with the pinned nightly (aya-build runs
 //! `cargo +<toolchain> build -Z build-std=core` and bpf-linker) and leaves the object in
-//! OUT_DIR, where `src/probes.rs` embeds it.
+//! `OUT_DIR`, where `src/probes.rs` embeds it.
 use anyhow::Context as _;
 
 /// The nightly the eBPF side is built with; `cargo xtask setup` installs the same one.

@@ -10,7 +10,7 @@ const FNV_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
 /// The contract's key hash: 64-bit FNV-1a over at most the first [`KEY_MAX`] bytes.
-#[inline(always)]
+#[inline]
 #[must_use]
 pub fn key_hash(bytes: &[u8]) -> u64 {
     let mut hash = FNV_OFFSET_BASIS;
@@ -93,7 +93,10 @@ impl ProbeCookie {
 
     /// The event kind byte and the key kind of an encoded cookie.
     #[must_use]
-    #[expect(clippy::cast_possible_truncation, reason = "bytes are extracted on purpose")]
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "bytes are extracted on purpose"
+    )]
     pub const fn decode(cookie: u64) -> (u8, KeyKind) {
         (cookie as u8, KeyKind::from_u8((cookie >> 8) as u8))
     }
@@ -108,7 +111,7 @@ pub const FLAG_COUNT: u8 = 2;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Event {
-    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC.
+    /// `bpf_ktime_get_ns()`: `CLOCK_MONOTONIC`.
     pub time_ns: u64,
     /// Address of the map header.
     pub map: u64,
@@ -118,7 +121,7 @@ pub struct Event {
     pub tid: u32,
     pub kind: u8,
     pub flags: u8,
-    pub _pad: [u8; 6],
+    pub pad: [u8; 6],
 }
 
 /// Size of [`Event`] in bytes, checked by user space against every record it reads.
@@ -131,7 +134,7 @@ pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
 pub struct Config {
     /// Only this process's events are kept (uprobes are also scoped to it).
     pub tgid: u32,
-    pub _pad: u32,
+    pub pad: u32,
     /// Offset of the element count in the map header (`hmap.count`, `maps.Map.used`).
     pub map_count_offset: u64,
     /// Offset of the key's `*abi.Type` in the map type.
@@ -168,7 +171,13 @@ mod tests {
     #[test]
     fn cookie_round_trips() {
         for kind in EventKind::ALL {
-            for key in [KeyKind::None, KeyKind::Str, KeyKind::U32, KeyKind::U64, KeyKind::Mem] {
+            for key in [
+                KeyKind::None,
+                KeyKind::Str,
+                KeyKind::U32,
+                KeyKind::U64,
+                KeyKind::Mem,
+            ] {
                 let (k, kk) = ProbeCookie::decode(ProbeCookie { kind, key }.encode());
                 assert_eq!(EventKind::from_u8(k), Some(kind));
                 assert_eq!(kk, key);

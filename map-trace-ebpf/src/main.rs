@@ -5,6 +5,10 @@
 //! space from its per-version table before the object is loaded.
 #![no_std]
 #![no_main]
+#![allow(
+    clippy::inline_always,
+    reason = "helpers are inlined into the one program the verifier checks"
+)]
 
 use aya_ebpf::{
     EbpfContext as _,
@@ -24,7 +28,7 @@ use map_trace_common::{
 #[unsafe(no_mangle)]
 static CONFIG: Config = Config {
     tgid: 0,
-    _pad: 0,
+    pad: 0,
     map_count_offset: 0,
     map_type_key_offset: 0,
     type_size_offset: 0,
@@ -45,11 +49,15 @@ fn config() -> Config {
 }
 
 #[uprobe]
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "the signature aya's macro expects"
+)]
 pub fn map_op(ctx: ProbeContext) -> u32 {
     let cfg = config();
     let pid_tgid = bpf_get_current_pid_tgid();
     #[expect(clippy::cast_possible_truncation, reason = "upper half is the tgid")]
-    let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    let (tgid, thread) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     if tgid != cfg.tgid {
         return 0;
     }
@@ -66,19 +74,17 @@ pub fn map_op(ctx: ProbeContext) -> u32 {
         key_hash: 0,
         count: 0,
         pid: tgid,
-        tid,
+        tid: thread,
         kind,
         flags: 0,
-        _pad: [0; 6],
+        pad: [0; 6],
     };
     if let Some(hash) = hash_key(key_kind, regs.rax, regs.rcx, regs.rdi, &cfg) {
         event.key_hash = hash;
         event.flags |= FLAG_KEY;
     }
     // SAFETY: reading user memory through the helper, which faults safely.
-    if let Ok(count) =
-        unsafe { bpf_probe_read_user((map + cfg.map_count_offset) as *const u64) }
-    {
+    if let Ok(count) = unsafe { bpf_probe_read_user((map + cfg.map_count_offset) as *const u64) } {
         event.count = count;
         event.flags |= FLAG_COUNT;
     }
@@ -115,7 +121,11 @@ fn hash_key(kind: KeyKind, rax: u64, rcx: u64, rdi: u64, cfg: &Config) -> Option
 fn hash_user_bytes(ptr: u64, len: u64) -> Option<u64> {
     let mut buf = [0_u8; KEY_MAX];
     #[expect(clippy::cast_possible_truncation, reason = "bounded by KEY_MAX")]
-    let n = if len > KEY_MAX as u64 { KEY_MAX } else { len as usize };
+    let n = if len > KEY_MAX as u64 {
+        KEY_MAX
+    } else {
+        len as usize
+    };
     if n == 0 {
         return Some(key_hash(&[]));
     }

@@ -61,7 +61,15 @@ mod tests {
     use super::*;
 
     fn ev(kind: EventKind, map: u64, count: Option<u64>) -> MapEvent {
-        MapEvent { time_ns: 0, kind, pid: 1, tid: 1, map, key_hash: None, count }
+        MapEvent {
+            time_ns: 0,
+            kind,
+            pid: 1,
+            tid: 1,
+            map,
+            key_hash: None,
+            count,
+        }
     }
 
     #[test]
@@ -74,7 +82,12 @@ mod tests {
         assert_eq!(agg.events, 4);
         assert_eq!(
             agg.maps[&1],
-            MapStats { assigns: 2, deletes: 1, clears: 0, last_count: Some(1) }
+            MapStats {
+                assigns: 2,
+                deletes: 1,
+                clears: 0,
+                last_count: Some(1)
+            }
         );
         assert_eq!(agg.maps[&2].last_count, Some(7));
         let t = agg.totals();

@@ -165,7 +165,7 @@ fn parse_events(s: &str) -> Result<EventSet, String> {
 
 fn parse_hex_bytes(s: &str) -> Result<Vec<u8>, String> {
     let s = s.strip_prefix("0x").unwrap_or(s);
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err("give an even number of hex digits".into());
     }
     (0..s.len())
@@ -192,13 +192,22 @@ mod tests {
 
     #[test]
     fn hash_subcommand_follows_the_contract() {
-        assert_eq!(hash_of(&["map-trace", "hash", "--str", "abc"]), 0xe71f_a219_0541_574b);
-        assert_eq!(hash_of(&["map-trace", "hash", "--hex", "616263"]), 0xe71f_a219_0541_574b);
+        assert_eq!(
+            hash_of(&["map-trace", "hash", "--str", "abc"]),
+            0xe71f_a219_0541_574b
+        );
+        assert_eq!(
+            hash_of(&["map-trace", "hash", "--hex", "616263"]),
+            0xe71f_a219_0541_574b
+        );
         assert_eq!(
             hash_of(&["map-trace", "hash", "--int", "1"]),
             key_hash(&[1, 0, 0, 0, 0, 0, 0, 0])
         );
-        assert_eq!(hash_of(&["map-trace", "hash", "--int32", "-1"]), key_hash(&[0xff; 4]));
+        assert_eq!(
+            hash_of(&["map-trace", "hash", "--int32", "-1"]),
+            key_hash(&[0xff; 4])
+        );
         assert!(Cli::try_parse_from(["map-trace", "hash", "--hex", "abc"]).is_err());
         assert!(Cli::try_parse_from(["map-trace", "hash"]).is_err());
     }
@@ -210,8 +219,8 @@ mod tests {
         assert!(matches!(opts.target, Target::Command(ref c) if c.len() == 2));
         assert_eq!(opts.events, EventSet::all());
 
-        let cli = Cli::try_parse_from(["map-trace", "--pid", "7", "--events", "assign,clear"])
-            .unwrap();
+        let cli =
+            Cli::try_parse_from(["map-trace", "--pid", "7", "--events", "assign,clear"]).unwrap();
         let opts = cli.trace.into_options().unwrap();
         assert!(matches!(opts.target, Target::Pid(7)));
         assert!(opts.events.contains(EventKind::Clear));

@@ -46,7 +46,8 @@ mod tests {
 
     fn bytes(e: &Event) -> Vec<u8> {
         // SAFETY: reading a plain struct as bytes.
-        unsafe { std::slice::from_raw_parts((e as *const Event).cast::<u8>(), EVENT_SIZE) }.to_vec()
+        unsafe { std::slice::from_raw_parts(std::ptr::from_ref(e).cast::<u8>(), EVENT_SIZE) }
+            .to_vec()
     }
 
     #[test]
@@ -60,7 +61,7 @@ mod tests {
             tid: 11,
             kind: EventKind::Delete as u8,
             flags: FLAG_KEY,
-            _pad: [0; 6],
+            pad: [0; 6],
         };
         let e = decode(&bytes(&raw)).unwrap();
         assert_eq!(e.kind, EventKind::Delete);
@@ -72,7 +73,10 @@ mod tests {
     #[test]
     fn rejects_bad_records() {
         assert_eq!(decode(&[0; 3]), Err(DecodeError::Size(3)));
-        let raw = Event { kind: 99, ..Event::default() };
+        let raw = Event {
+            kind: 99,
+            ..Event::default()
+        };
         assert_eq!(decode(&bytes(&raw)), Err(DecodeError::Kind(99)));
     }
 }

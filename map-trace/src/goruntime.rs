@@ -20,7 +20,9 @@ pub enum RuntimeError {
         max = SUPPORTED_MINORS.end()
     )]
     Unsupported(String),
-    #[error("{0}: cannot tell the map implementation (neither runtime.hashGrow nor the swiss table's rehash is in the binary)")]
+    #[error(
+        "{0}: cannot tell the map implementation (neither runtime.hashGrow nor the swiss table's rehash is in the binary)"
+    )]
     UnknownFlavour(String),
     #[error("{version} with {flavour} maps is not a combination map-trace knows")]
     NoLayout { version: String, flavour: Flavour },
@@ -77,7 +79,12 @@ impl GoVersion {
         let mut parts = release.splitn(2, '.');
         let minor = parts.next().and_then(digits).ok_or_else(bad)?;
         let patch = parts.next().and_then(digits).unwrap_or(0);
-        Ok(Self { minor, patch, experiments, raw: raw.to_owned() })
+        Ok(Self {
+            minor,
+            patch,
+            experiments,
+            raw: raw.to_owned(),
+        })
     }
 
     pub fn check_supported(&self) -> Result<(), RuntimeError> {
@@ -106,7 +113,11 @@ const MAP_FUNCTIONS: &[MapFunction] = &[
     func("runtime.mapassign", EventKind::Assign, KeyKind::Mem),
     func("runtime.mapassign_fast32", EventKind::Assign, KeyKind::U32),
     func("runtime.mapassign_fast64", EventKind::Assign, KeyKind::U64),
-    func("runtime.mapassign_fast64ptr", EventKind::Assign, KeyKind::U64),
+    func(
+        "runtime.mapassign_fast64ptr",
+        EventKind::Assign,
+        KeyKind::U64,
+    ),
     func("runtime.mapassign_faststr", EventKind::Assign, KeyKind::Str),
     func("runtime.mapdelete", EventKind::Delete, KeyKind::Mem),
     func("runtime.mapdelete_fast32", EventKind::Delete, KeyKind::U32),
@@ -180,8 +191,15 @@ impl Runtime {
         let layout = LAYOUTS
             .iter()
             .find(|l| l.flavour == flavour && l.minors.contains(&version.minor))
-            .ok_or_else(|| RuntimeError::NoLayout { version: version.raw.clone(), flavour })?;
-        Ok(Self { version, flavour, layout })
+            .ok_or_else(|| RuntimeError::NoLayout {
+                version: version.raw.clone(),
+                flavour,
+            })?;
+        Ok(Self {
+            version,
+            flavour,
+            layout,
+        })
     }
 }
 
@@ -195,7 +213,10 @@ mod tests {
         assert_eq!((v.minor, v.patch), (26, 6));
         assert!(v.experiments.is_empty());
         let v = GoVersion::parse("go1.24.11 X:noswissmap").unwrap();
-        assert_eq!((v.minor, v.patch, v.experiments.as_slice()), (24, 11, &["noswissmap".to_owned()][..]));
+        assert_eq!(
+            (v.minor, v.patch, v.experiments.as_slice()),
+            (24, 11, &["noswissmap".to_owned()][..])
+        );
         let v = GoVersion::parse("go1.27.3-X:mapsplitgroup,nogreenteagc").unwrap();
         assert_eq!(v.minor, 27);
         assert_eq!(v.experiments, ["mapsplitgroup", "nogreenteagc"]);
@@ -207,11 +228,32 @@ mod tests {
 
     #[test]
     fn supported_range() {
-        assert!(GoVersion::parse("go1.21.13").unwrap().check_supported().is_ok());
-        assert!(GoVersion::parse("go1.27.3").unwrap().check_supported().is_ok());
-        let err = GoVersion::parse("go1.20.14").unwrap().check_supported().unwrap_err();
-        assert!(err.to_string().contains("supports Go 1.21 to 1.27"), "{err}");
-        assert!(GoVersion::parse("go1.28.0").unwrap().check_supported().is_err());
+        assert!(
+            GoVersion::parse("go1.21.13")
+                .unwrap()
+                .check_supported()
+                .is_ok()
+        );
+        assert!(
+            GoVersion::parse("go1.27.3")
+                .unwrap()
+                .check_supported()
+                .is_ok()
+        );
+        let err = GoVersion::parse("go1.20.14")
+            .unwrap()
+            .check_supported()
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("supports Go 1.21 to 1.27"),
+            "{err}"
+        );
+        assert!(
+            GoVersion::parse("go1.28.0")
+                .unwrap()
+                .check_supported()
+                .is_err()
+        );
     }
 
     #[test]
@@ -224,18 +266,30 @@ mod tests {
                 _ => &[Flavour::Swiss],
             };
             for &flavour in flavours {
-                assert!(Runtime::new(version.clone(), flavour).is_ok(), "go1.{minor} {flavour}");
+                assert!(
+                    Runtime::new(version.clone(), flavour).is_ok(),
+                    "go1.{minor} {flavour}"
+                );
             }
         }
         let v = GoVersion::parse("go1.22.1").unwrap();
-        assert!(matches!(Runtime::new(v, Flavour::Swiss), Err(RuntimeError::NoLayout { .. })));
+        assert!(matches!(
+            Runtime::new(v, Flavour::Swiss),
+            Err(RuntimeError::NoLayout { .. })
+        ));
     }
 
     #[test]
     fn flavour_from_symbols() {
-        assert_eq!(detect_flavour(|s| s == CLASSIC_MARKER), Some(Flavour::Classic));
+        assert_eq!(
+            detect_flavour(|s| s == CLASSIC_MARKER),
+            Some(Flavour::Classic)
+        );
         assert_eq!(detect_flavour(|s| s == SWISS_MARKER), Some(Flavour::Swiss));
         // A noswissmap 1.25 binary has some internal/runtime/maps symbols but not rehash.
-        assert_eq!(detect_flavour(|s| s.starts_with("internal/runtime/maps.(*Map)")), None);
+        assert_eq!(
+            detect_flavour(|s| s.starts_with("internal/runtime/maps.(*Map)")),
+            None
+        );
     }
 }

@@ -10,7 +10,12 @@ fn main() -> ExitCode {
             println!("{:016x}", hash.hash());
             Ok(())
         }
-        None => session::run(args.trace.into_options().unwrap_or_else(|usage| usage.exit())),
+        None => session::run(
+            &args
+                .trace
+                .into_options()
+                .unwrap_or_else(|usage| usage.exit()),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

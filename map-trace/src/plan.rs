@@ -49,13 +49,23 @@ pub fn plan(binary: &GoBinary, runtime: &Runtime, events: &EventSet) -> Result<P
     }
     let mut points = Vec::new();
     let mut missing = Vec::new();
-    for &function in runtime.layout.functions.iter().filter(|f| events.contains(f.kind)) {
+    for &function in runtime
+        .layout
+        .functions
+        .iter()
+        .filter(|f| events.contains(f.kind))
+    {
         let Some(bounds) = binary.function(function.symbol) else {
             missing.push(function.symbol);
             continue;
         };
-        let fail = |what: String| PlanError::Function { symbol: function.symbol, what };
-        let code = binary.code(bounds).ok_or_else(|| fail("code is outside the file".into()))?;
+        let fail = |what: String| PlanError::Function {
+            symbol: function.symbol,
+            what,
+        };
+        let code = binary
+            .code(bounds)
+            .ok_or_else(|| fail("code is outside the file".into()))?;
         let addr =
             disasm::entry_after_prologue(code, bounds.addr).map_err(|e| fail(e.to_string()))?;
         let file_offset = binary
@@ -65,7 +75,10 @@ pub fn plan(binary: &GoBinary, runtime: &Runtime, events: &EventSet) -> Result<P
             function,
             addr,
             file_offset,
-            cookie: ProbeCookie { kind: function.kind, key: function.key },
+            cookie: ProbeCookie {
+                kind: function.kind,
+                key: function.key,
+            },
         });
     }
     if points.is_empty() {

@@ -33,7 +33,7 @@ impl Probes {
         let layout = runtime.layout;
         let config = Config {
             tgid: pid,
-            _pad: 0,
+            pad: 0,
             map_count_offset: layout.map_count_offset,
             map_type_key_offset: layout.map_type_key_offset,
             type_size_offset: layout.type_size_offset,
@@ -46,7 +46,9 @@ impl Probes {
             .program_mut(MAP_OP_PROGRAM)
             .ok_or_else(|| anyhow!("eBPF object lacks program {MAP_OP_PROGRAM}"))?
             .try_into()?;
-        program.load().context("loading the uprobe program into the kernel")?;
+        program
+            .load()
+            .context("loading the uprobe program into the kernel")?;
         let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).context("pid 0")?);
         for point in &plan.points {
             let at = UProbeAttachPoint {
@@ -54,10 +56,16 @@ impl Probes {
                 cookie: Some(point.cookie.encode()),
             };
             program.attach(at, binary, scope).with_context(|| {
-                format!("attaching a uprobe to {} at {:#x}", point.function.symbol, point.addr)
+                format!(
+                    "attaching a uprobe to {} at {:#x}",
+                    point.function.symbol, point.addr
+                )
             })?;
         }
-        Ok(Self { ebpf, attached: plan.points.len() })
+        Ok(Self {
+            ebpf,
+            attached: plan.points.len(),
+        })
     }
 
     #[must_use]
@@ -67,7 +75,10 @@ impl Probes {
 
     /// The event ring buffer (once).
     pub fn take_events(&mut self) -> anyhow::Result<RingBuf<MapData>> {
-        let map = self.ebpf.take_map("EVENTS").context("EVENTS ring buffer missing")?;
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .context("EVENTS ring buffer missing")?;
         Ok(RingBuf::try_from(map)?)
     }
 
@@ -85,5 +96,9 @@ impl Probes {
 
 /// Events lost so far, summed over CPUs.
 pub fn lost_events(lost: &PerCpuArray<MapData, u64>) -> anyhow::Result<u64> {
-    Ok(lost.get(&0, 0).context("reading the lost-event counter")?.iter().sum())
+    Ok(lost
+        .get(&0, 0)
+        .context("reading the lost-event counter")?
+        .iter()
+        .sum())
 }

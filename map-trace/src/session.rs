@@ -44,17 +44,27 @@ struct Resolved {
     pid: Option<u32>,
 }
 
-pub fn run(opts: TraceOptions) -> anyhow::Result<()> {
+pub fn run(opts: &TraceOptions) -> anyhow::Result<()> {
     privileges::check()?;
     let resolved = match &opts.target {
-        Target::Pid(pid) => Resolved { exe: Process::inspect(*pid)?.exe, pid: Some(*pid) },
+        Target::Pid(pid) => Resolved {
+            exe: Process::inspect(*pid)?.exe,
+            pid: Some(*pid),
+        },
         Target::Command(argv) => {
             let program = argv.first().context("no command given after --")?;
-            Resolved { exe: resolve_command(program)?, pid: None }
+            Resolved {
+                exe: resolve_command(program)?,
+                pid: None,
+            }
         }
     };
     // Watch the process from the start, so a recycled pid is never mistaken for it.
-    let early_pidfd = resolved.pid.map(process::pidfd).transpose().context("pidfd_open")?;
+    let early_pidfd = resolved
+        .pid
+        .map(process::pidfd)
+        .transpose()
+        .context("pidfd_open")?;
 
     let binary = GoBinary::open(&resolved.exe)?;
     let version = GoVersion::parse(binary.version())?;
@@ -67,7 +77,7 @@ pub fn run(opts: TraceOptions) -> anyhow::Result<()> {
         describe_plan(&plan);
     }
     let csv_to_stdout = opts.csv.as_deref() == Some(Path::new("-"));
-    let mut exporters = open_exporters(&opts)?;
+    let mut exporters = open_exporters(opts)?;
 
     let mut child = match &opts.target {
         Target::Command(argv) => Some(HeldChild::spawn(&resolved.exe, argv)?),
@@ -104,7 +114,8 @@ pub fn run(opts: TraceOptions) -> anyhow::Result<()> {
         let started = Instant::now();
         let mut agg = Aggregate::default();
         let mut ring = watch(ring).context("watching the ring buffer")?;
-        ends.wait(&mut ring, pidfd, &mut agg, &mut exporters).await?;
+        ends.wait(&mut ring, pidfd, &mut agg, &mut exporters)
+            .await?;
         let attached = probes.attached();
         // Nothing new can arrive once the probes are gone; then take what is left.
         probes.detach();
@@ -154,7 +165,10 @@ fn open_exporters(opts: &TraceOptions) -> anyhow::Result<Vec<Box<dyn Exporter>>>
             Box::new(BufWriter::new(io::stdout()))
         } else {
             let file = File::create(path).with_context(|| {
-                format!("cannot write CSV to {}: give a writable path", path.display())
+                format!(
+                    "cannot write CSV to {}: give a writable path",
+                    path.display()
+                )
             })?;
             Box::new(BufWriter::new(file))
         };

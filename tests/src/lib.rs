@@ -1,1 +1,412 @@
-//! Helpers for the integration tests.
+//! Helpers for the integration tests: building the Go programs in `tests/go` with a given Go
+//! release, running the real map-trace binary against them, and reading what both report.
+//!
+//! Run through `cargo xtask test`, which installs the Go toolchains and sets
+//! `MAP_TRACE_GO_ROOTS` and `MAP_TRACE_BIN`. Missing either fails the test loudly: a test
+//! that quietly skips proves nothing.
+#![expect(
+    clippy::missing_panics_doc,
+    reason = "test helpers panic to fail the test"
+)]
+#![expect(clippy::expect_used, reason = "test helpers")]
+
+use std::{
+    collections::HashMap,
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio},
+    sync::{Mutex, mpsc},
+    time::{Duration, Instant},
+};
+
+use serde::Deserialize;
+
+/// The Go releases the tests build with: one classic-map and one swiss-map runtime.
+pub const GO_CLASSIC: &str = "1.21.13";
+pub const GO_SWISS: &str = "1.26.6";
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_owned()
+}
+
+/// GOROOT of a Go release installed by `cargo xtask setup`.
+#[must_use]
+pub fn go_root(version: &str) -> PathBuf {
+    let roots = std::env::var("MAP_TRACE_GO_ROOTS")
+        .expect("MAP_TRACE_GO_ROOTS is not set: run the tests with `cargo xtask test`");
+    roots
+        .split(',')
+        .find_map(|entry| entry.strip_prefix(&format!("{version}=")))
+        .map_or_else(
+            || panic!("Go {version} is not in MAP_TRACE_GO_ROOTS={roots}"),
+            PathBuf::from,
+        )
+}
+
+/// Every Go release the test run has.
+#[must_use]
+pub fn go_versions() -> Vec<String> {
+    let roots = std::env::var("MAP_TRACE_GO_ROOTS")
+        .expect("MAP_TRACE_GO_ROOTS is not set: run the tests with `cargo xtask test`");
+    roots
+        .split(',')
+        .filter_map(|e| e.split_once('='))
+        .map(|(v, _)| v.to_owned())
+        .collect()
+}
+
+/// The map-trace binary under test.
+#[must_use]
+pub fn map_trace_bin() -> PathBuf {
+    std::env::var_os("MAP_TRACE_BIN")
+        .map(PathBuf::from)
+        .expect("MAP_TRACE_BIN is not set: run the tests with `cargo xtask test`")
+}
+
+/// Serialises Go builds: parallel tests share outputs and the Go build cache.
+static GO_BUILD: Mutex<()> = Mutex::new(());
+
+/// Runs `go` of release `version` in `dir`.
+#[must_use]
+pub fn go_command(version: &str, dir: &Path) -> Command {
+    let root = go_root(version);
+    let mut cmd = Command::new(root.join("bin/go"));
+    cmd.current_dir(dir)
+        .env("GOROOT", &root)
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOPROXY", "off");
+    cmd
+}
+
+/// Builds `tests/go/<program>` with Go `version` (once per test run) and returns the binary.
+#[must_use]
+pub fn build_go(program: &str, version: &str) -> PathBuf {
+    let out_dir = workspace_root().join("target/go-test-bins");
+    let out = out_dir.join(format!("{program}-go{version}"));
+    let _guard = GO_BUILD
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let src = workspace_root().join("tests/go").join(program);
+    let status = go_command(version, &src)
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg(".")
+        .status()
+        .expect("run go build");
+    assert!(
+        status.success(),
+        "go build of {program} with Go {version} failed"
+    );
+    out
+}
+
+/// What mapops reports about one of its maps.
+#[derive(Debug, Deserialize)]
+pub struct MapTally {
+    pub name: String,
+    pub addr: String,
+    pub assigns: u64,
+    pub deletes: u64,
+    pub clears: u64,
+    pub assign_hash_sum: u64,
+    pub delete_hash_sum: u64,
+    pub clear_counts: Vec<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Report {
+    pub maps: Vec<MapTally>,
+}
+
+impl Report {
+    #[must_use]
+    pub fn read(path: &Path) -> Self {
+        let text = std::fs::read_to_string(path).expect("read the program's report");
+        serde_json::from_str(&text).expect("parse the program's report")
+    }
+}
+
+/// One CSV row, by the contract's column names.
+pub type Row = HashMap<String, String>;
+
+/// Reads map-trace's CSV, checking the contract's header.
+#[must_use]
+pub fn read_csv(path: &Path) -> Vec<Row> {
+    let mut reader = csv::Reader::from_path(path).expect("open CSV");
+    let header: Vec<String> = reader
+        .headers()
+        .expect("CSV header")
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        header.get(..13).expect("13 contract columns"),
+        map_trace::output::csv::HEADER,
+        "CSV header differs from the contract"
+    );
+    reader.deserialize().map(|r| r.expect("CSV row")).collect()
+}
+
+/// Asserts that the events of each of mapops' maps equal what the program did: the number
+/// of assigns, deletes and clears, the key hashes, and the element count at each clear.
+pub fn assert_events_match(report: &Report, rows: &[Row], pid: u32) {
+    for m in &report.maps {
+        let mine: Vec<&Row> = rows.iter().filter(|r| r["map"] == m.addr).collect();
+        let count = |kind: &str| mine.iter().filter(|r| r["event"] == kind).count() as u64;
+        let hash_sum = |kind: &str| {
+            mine.iter()
+                .filter(|r| r["event"] == kind)
+                .fold(0_u64, |acc, r| {
+                    acc.wrapping_add(u64::from_str_radix(&r["key_hash"], 16).expect("hex key hash"))
+                })
+        };
+        let what = format!("map {} ({})", m.name, m.addr);
+        assert_eq!(count("assign"), m.assigns, "{what}: assigns");
+        assert_eq!(count("delete"), m.deletes, "{what}: deletes");
+        assert_eq!(count("clear"), m.clears, "{what}: clears");
+        assert_eq!(
+            hash_sum("assign"),
+            m.assign_hash_sum,
+            "{what}: assign key hashes"
+        );
+        assert_eq!(
+            hash_sum("delete"),
+            m.delete_hash_sum,
+            "{what}: delete key hashes"
+        );
+        let clear_counts: Vec<u64> = mine
+            .iter()
+            .filter(|r| r["event"] == "clear")
+            .map(|r| r["count"].parse().expect("count"))
+            .collect();
+        assert_eq!(
+            clear_counts, m.clear_counts,
+            "{what}: element count at each clear"
+        );
+        assert!(
+            mine.iter()
+                .all(|r| r["key_hash"].is_empty() == (r["event"] == "clear"))
+        );
+    }
+    let mut last_by_tid: HashMap<&str, u64> = HashMap::new();
+    for r in rows {
+        assert_eq!(r["pid"], pid.to_string(), "event of another process: {r:?}");
+        let t: u64 = r["time_ns"].parse().expect("time_ns");
+        let last = last_by_tid.entry(&r["tid"]).or_insert(0);
+        assert!(t >= *last, "rows out of order within thread {}", r["tid"]);
+        *last = t;
+    }
+}
+
+/// A Go program started by a test, killed if the test ends first.
+pub struct Program {
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Program {
+    /// Starts `bin` with `args` and waits for it to print `ready`.
+    #[must_use]
+    pub fn start_ready(bin: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(bin)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start Go program");
+        let stdin = child.stdin.take();
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read ready line");
+        assert_eq!(line.trim(), "ready", "program did not get ready");
+        Self {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Lets the program go on (it waits for a line on stdin).
+    pub fn proceed(&mut self) {
+        let mut stdin = self.stdin.take().expect("stdin");
+        stdin.write_all(b"go\n").expect("write to program");
+    }
+
+    /// Waits for exit (bounded) and returns the status and the rest of its stdout.
+    #[must_use]
+    pub fn finish(mut self, limit: Duration) -> (ExitStatus, String) {
+        let status = wait_bounded(&mut self.child, limit);
+        let mut rest = String::new();
+        self.stdout.read_to_string(&mut rest).expect("read stdout");
+        (status, rest)
+    }
+
+    /// The process state letter from /proc (R, S, T for stopped, Z, …).
+    #[must_use]
+    pub fn state(&self) -> char {
+        proc_state(self.pid())
+    }
+}
+
+impl Drop for Program {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[must_use]
+pub fn proc_state(pid: u32) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next())
+        .expect("state field")
+}
+
+/// Waits for `child` at most `limit`; kills it and fails the test after that.
+pub fn wait_bounded(child: &mut Child, limit: Duration) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("process {} did not exit within {limit:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running map-trace, its stderr read on a thread so the `attached` line can be awaited.
+pub struct Tracer {
+    child: Child,
+    stderr_lines: mpsc::Receiver<String>,
+    stderr: Vec<String>,
+    /// Read on a thread: with `--csv -` a full pipe would otherwise stall map-trace.
+    stdout: std::thread::JoinHandle<String>,
+}
+
+/// What a finished map-trace run left.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: Vec<String>,
+}
+
+impl Tracer {
+    /// Starts map-trace with `args`.
+    #[must_use]
+    pub fn start(args: &[&str]) -> Self {
+        Self::start_command(Command::new(map_trace_bin()).args(args))
+    }
+
+    #[must_use]
+    pub fn start_command(cmd: &mut Command) -> Self {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start map-trace");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut out = child.stdout.take().expect("stdout");
+        let stdout = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = out.read_to_string(&mut text);
+            text
+        });
+        Self {
+            child,
+            stderr_lines: rx,
+            stderr: Vec::new(),
+            stdout,
+        }
+    }
+
+    /// Waits for the `attached ` line (and returns it).
+    pub fn wait_attached(&mut self, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = self.stderr_lines.recv_timeout(left) else {
+                let _ = self.child.kill();
+                panic!(
+                    "map-trace never printed `attached`; stderr: {:?}",
+                    self.stderr
+                );
+            };
+            self.stderr.push(line.clone());
+            if line.starts_with("attached ") {
+                return line;
+            }
+        }
+    }
+
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for map-trace to end by itself (bounded).
+    #[must_use]
+    pub fn finish(mut self, limit: Duration) -> Finished {
+        let status = wait_bounded(&mut self.child, limit);
+        let stdout = self.stdout.join().expect("stdout reader");
+        self.stderr.extend(self.stderr_lines.iter());
+        Finished {
+            status,
+            stdout,
+            stderr: self.stderr,
+        }
+    }
+}
+
+/// Runs map-trace to completion and returns what it printed.
+#[must_use]
+pub fn run_map_trace(args: &[&str], limit: Duration) -> Finished {
+    Tracer::start(args).finish(limit)
+}
+
+/// Asserts the contract's error form: exit status 1 and exactly one `error: ` line.
+pub fn assert_one_error_line(f: &Finished, mentions: &str) {
+    assert_eq!(
+        f.status.code(),
+        Some(1),
+        "exit status; stderr: {:?}",
+        f.stderr
+    );
+    assert_eq!(
+        f.stderr.len(),
+        1,
+        "expected one line on stderr, got {:?}",
+        f.stderr
+    );
+    let line = &f.stderr[0];
+    assert!(line.starts_with("error: "), "{line}");
+    assert!(
+        line.contains(mentions),
+        "`{line}` should mention `{mentions}`"
+    );
+}

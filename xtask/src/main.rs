@@ -43,8 +43,17 @@ enum Task {
     },
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    match run_task(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_task(cli: Cli) -> anyhow::Result<()> {
     let root = workspace_root()?;
     let tools = setup::install()?;
     match cli.task {
@@ -57,12 +66,17 @@ fn main() -> anyhow::Result<()> {
 
 fn workspace_root() -> anyhow::Result<PathBuf> {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    Ok(manifest.parent().context("xtask has no parent folder")?.to_owned())
+    Ok(manifest
+        .parent()
+        .context("xtask has no parent folder")?
+        .to_owned())
 }
 
 /// Runs `cmd` with the tools' environment, failing on a non-zero exit.
 pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
-    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed: {status}");
     }
@@ -84,20 +98,29 @@ fn build(root: &Path, tools: &Tools) -> anyhow::Result<PathBuf> {
 fn test(root: &Path, tools: &Tools, args: &[String]) -> anyhow::Result<()> {
     run(cargo(root, tools).args(["fmt", "--all", "--check"]))
         .context("formatting differs: run cargo fmt --all")?;
-    run(cargo(root, tools).args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    // Host crates are the workspace's default members; the eBPF crate only builds for the
+    // BPF target, with the nightly.
+    run(cargo(root, tools).args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+    let mut ebpf_clippy = Command::new("rustup");
+    tools.apply(&mut ebpf_clippy);
+    run(ebpf_clippy
+        .current_dir(root.join("map-trace-ebpf"))
+        .args(["run", setup::NIGHTLY, "cargo", "clippy", "--release"])
+        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+        .args(["--", "-D", "warnings"]))?;
     let bin = build(root, tools)?;
-    if !nix_is_root() {
+    if !is_root() {
         bail!("the integration tests load eBPF programs: run cargo xtask test as root");
     }
     let mut cmd = cargo(root, tools);
-    cmd.args(["test", "--workspace", "--release"]).env("MAP_TRACE_BIN", &bin);
+    cmd.args(["test", "--release"]).env("MAP_TRACE_BIN", &bin);
     if !args.is_empty() {
         cmd.arg("--").args(args);
     }
     run(&mut cmd)
 }
 
-fn nix_is_root() -> bool {
+fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
         s.lines()
             .find_map(|l| l.strip_prefix("Uid:"))
@@ -108,7 +131,7 @@ fn nix_is_root() -> bool {
 
 fn demo(root: &Path, tools: &Tools, seconds: u64) -> anyhow::Result<()> {
     let bin = build(root, tools)?;
-    if !nix_is_root() {
+    if !is_root() {
         bail!("map-trace loads eBPF programs: run cargo xtask demo as root");
     }
     let demo_bin = root.join("target/demo/demo");
@@ -120,7 +143,11 @@ fn demo(root: &Path, tools: &Tools, seconds: u64) -> anyhow::Result<()> {
         .context("starting the demo program")?;
     // Let it get going, so the trace shows a program already in its steady state.
     std::thread::sleep(Duration::from_millis(300));
-    println!("tracing the demo program (pid {}) for {seconds} s; every event goes to {}", program.id(), csv.display());
+    println!(
+        "tracing the demo program (pid {}) for {seconds} s; every event goes to {}",
+        program.id(),
+        csv.display()
+    );
     let traced = run(Command::new(&bin)
         .arg("--pid")
         .arg(program.id().to_string())

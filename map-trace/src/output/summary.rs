@@ -34,7 +34,9 @@ pub fn render(agg: &Aggregate, run: &RunInfo) -> String {
         "map", "flavour", "assigns", "deletes", "clears", "count"
     );
     for (addr, m) in &agg.maps {
-        let count = m.last_count.map_or_else(|| "-".to_owned(), |c| c.to_string());
+        let count = m
+            .last_count
+            .map_or_else(|| "-".to_owned(), |c| c.to_string());
         let _ = writeln!(
             s,
             "{:<18} {:<8} {:>10} {:>10} {:>8} {:>10}",
@@ -69,8 +71,20 @@ mod tests {
     #[test]
     fn renders_maps_totals_and_losses() {
         let mut agg = Aggregate::default();
-        for (kind, map) in [(EventKind::Assign, 0x10), (EventKind::Assign, 0x10), (EventKind::Clear, 0x20)] {
-            agg.record(&MapEvent { time_ns: 0, kind, pid: 1, tid: 1, map, key_hash: None, count: Some(5) });
+        for (kind, map) in [
+            (EventKind::Assign, 0x10),
+            (EventKind::Assign, 0x10),
+            (EventKind::Clear, 0x20),
+        ] {
+            agg.record(&MapEvent {
+                time_ns: 0,
+                kind,
+                pid: 1,
+                tid: 1,
+                map,
+                key_hash: None,
+                count: Some(5),
+            });
         }
         let run = RunInfo {
             pid: 1,
@@ -81,11 +95,20 @@ mod tests {
             lost: 4,
         };
         let text = render(&agg, &run);
-        assert!(text.contains("pid 1 (go1.26.6, swiss maps), 3 probes"), "{text}");
+        assert!(
+            text.contains("pid 1 (go1.26.6, swiss maps), 3 probes"),
+            "{text}"
+        );
         let row10 = text.lines().find(|l| l.starts_with("0x10 ")).unwrap();
-        assert_eq!(row10.split_whitespace().collect::<Vec<_>>(), ["0x10", "swiss", "2", "0", "0", "5"]);
+        assert_eq!(
+            row10.split_whitespace().collect::<Vec<_>>(),
+            ["0x10", "swiss", "2", "0", "0", "5"]
+        );
         let total = text.lines().find(|l| l.starts_with("total")).unwrap();
-        assert_eq!(total.split_whitespace().collect::<Vec<_>>(), ["total", "(2", "maps)", "2", "0", "1"]);
+        assert_eq!(
+            total.split_whitespace().collect::<Vec<_>>(),
+            ["total", "(2", "maps)", "2", "0", "1"]
+        );
         assert!(text.contains("lost events: 4"));
     }
 }

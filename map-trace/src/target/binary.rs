@@ -73,7 +73,10 @@ impl GoBinary {
             reason: e.to_string(),
         })?;
         if file.format() != object::BinaryFormat::Elf {
-            return Err(BinaryError::NotElf { path, reason: format!("{:?}", file.format()) });
+            return Err(BinaryError::NotElf {
+                path,
+                reason: format!("{:?}", file.format()),
+            });
         }
         if file.architecture() != object::Architecture::X86_64 {
             return Err(BinaryError::Arch {
@@ -95,17 +98,33 @@ impl GoBinary {
             .filter(|s| s.kind() == SymbolKind::Text && s.size() > 0)
             .filter_map(|s| {
                 let name = s.name().ok()?.to_owned();
-                Some((name, Function { addr: s.address(), size: s.size() }))
+                Some((
+                    name,
+                    Function {
+                        addr: s.address(),
+                        size: s.size(),
+                    },
+                ))
             })
             .collect();
         let segments = file
             .segments()
             .map(|seg| {
                 let (file_offset, file_size) = seg.file_range();
-                Segment { vaddr: seg.address(), file_offset, file_size }
+                Segment {
+                    vaddr: seg.address(),
+                    file_offset,
+                    file_size,
+                }
             })
             .collect();
-        Ok(Self { path, data, version, functions, segments })
+        Ok(Self {
+            path,
+            data,
+            version,
+            functions,
+            segments,
+        })
     }
 
     #[must_use]

@@ -73,7 +73,10 @@ mod tests {
     #[test]
     fn reads_the_inline_version() {
         assert_eq!(version(&blob("go1.26.6")).unwrap(), "go1.26.6");
-        assert_eq!(version(&blob("go1.24.11 X:noswissmap")).unwrap(), "go1.24.11 X:noswissmap");
+        assert_eq!(
+            version(&blob("go1.24.11 X:noswissmap")).unwrap(),
+            "go1.24.11 X:noswissmap"
+        );
     }
 
     #[test]
@@ -83,7 +86,10 @@ mod tests {
         old[MAGIC.len() + 1] = 0;
         assert_eq!(version(&old), Err(BuildInfoError::OldFormat));
         let full = blob("go1.26.6");
-        assert_eq!(version(&full[..HEADER_LEN + 3]), Err(BuildInfoError::Corrupt));
+        assert_eq!(
+            version(&full[..HEADER_LEN + 3]),
+            Err(BuildInfoError::Corrupt)
+        );
         let mut huge = full[..HEADER_LEN].to_vec();
         huge.extend_from_slice(&[0xff; 12]);
         assert_eq!(version(&huge), Err(BuildInfoError::Corrupt));

@@ -1,7 +1,9 @@
 //! Where to put probes inside a Go function, found by decoding that exact binary's code:
 //! the first instruction after the prologue's stack check, and every RET.
 
-use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind, Register};
+use iced_x86::{
+    Code, Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind, Register,
+};
 use thiserror::Error;
 
 /// Offset of `g.stackguard0` from the goroutine pointer in R14 (every supported version).
@@ -18,9 +20,15 @@ pub enum DisasmError {
 }
 
 fn decode(code: &[u8], addr: u64) -> impl Iterator<Item = Result<Instruction, DisasmError>> + '_ {
-    Decoder::with_ip(64, code, addr, DecoderOptions::NONE).into_iter().map(|ins| {
-        if ins.is_invalid() { Err(DisasmError::Invalid(ins.ip())) } else { Ok(ins) }
-    })
+    Decoder::with_ip(64, code, addr, DecoderOptions::NONE)
+        .into_iter()
+        .map(|ins| {
+            if ins.is_invalid() {
+                Err(DisasmError::Invalid(ins.ip()))
+            } else {
+                Ok(ins)
+            }
+        })
 }
 
 /// `CMP reg, [R14+0x10]`: the goroutine stack-bound check.
@@ -41,7 +49,10 @@ pub fn entry_after_prologue(code: &[u8], addr: u64) -> Result<u64, DisasmError> 
     let mut insns = decode(code, addr).take(PROLOGUE_WINDOW);
     while let Some(ins) = insns.next().transpose()? {
         if is_stack_check(&ins) {
-            let jbe = insns.next().transpose()?.ok_or(DisasmError::UnexpectedPrologue(ins.ip()))?;
+            let jbe = insns
+                .next()
+                .transpose()?
+                .ok_or(DisasmError::UnexpectedPrologue(ins.ip()))?;
             return match jbe.code() {
                 Code::Jbe_rel8_64 | Code::Jbe_rel32_64 => Ok(jbe.next_ip()),
                 _ => Err(DisasmError::UnexpectedPrologue(ins.ip())),
@@ -76,7 +87,9 @@ mod tests {
     #[test]
     fn short_prologue() {
         // CMPQ SP,0x10(R14); JBE rel8; PUSHQ BP; ...; RET
-        let code = [0x49, 0x3b, 0x66, 0x10, 0x76, 0x20, 0x55, 0x48, 0x89, 0xe5, 0x5d, 0xc3];
+        let code = [
+            0x49, 0x3b, 0x66, 0x10, 0x76, 0x20, 0x55, 0x48, 0x89, 0xe5, 0x5d, 0xc3,
+        ];
         assert_eq!(entry_after_prologue(&code, BASE), Ok(BASE + 6));
         assert_eq!(return_sites(&code, BASE), Ok(vec![BASE + 11]));
     }
@@ -92,8 +105,8 @@ mod tests {
     fn big_frame_prologue() {
         // LEAQ -0x98(SP),R12; CMPQ R12,0x10(R14); JBE rel32; PUSHQ BP
         let code = [
-            0x4c, 0x8d, 0xa4, 0x24, 0x68, 0xff, 0xff, 0xff, 0x4d, 0x3b, 0x66, 0x10, 0x0f, 0x86,
-            0, 1, 0, 0, 0x55,
+            0x4c, 0x8d, 0xa4, 0x24, 0x68, 0xff, 0xff, 0xff, 0x4d, 0x3b, 0x66, 0x10, 0x0f, 0x86, 0,
+            1, 0, 0, 0x55,
         ];
         assert_eq!(entry_after_prologue(&code, BASE), Ok(BASE + 0x12));
     }
@@ -109,7 +122,10 @@ mod tests {
     fn stack_check_without_jbe_is_refused() {
         // CMPQ SP,0x10(R14); NOP
         let code = [0x49, 0x3b, 0x66, 0x10, 0x90];
-        assert_eq!(entry_after_prologue(&code, BASE), Err(DisasmError::UnexpectedPrologue(BASE)));
+        assert_eq!(
+            entry_after_prologue(&code, BASE),
+            Err(DisasmError::UnexpectedPrologue(BASE))
+        );
     }
 
     #[test]

@@ -34,13 +34,20 @@ pub fn resolve_command(program: &OsString) -> anyhow::Result<PathBuf> {
         Some(path.to_owned()).filter(|p| p.is_file())
     } else {
         std::env::var_os("PATH").and_then(|dirs| {
-            std::env::split_paths(&dirs).map(|d| d.join(path)).find(|p| p.is_file())
+            std::env::split_paths(&dirs)
+                .map(|d| d.join(path))
+                .find(|p| p.is_file())
         })
     };
     let found = found.with_context(|| {
-        format!("command `{}` not found: give a path or put it on PATH", path.display())
+        format!(
+            "command `{}` not found: give a path or put it on PATH",
+            path.display()
+        )
     })?;
-    found.canonicalize().with_context(|| format!("cannot resolve {}", found.display()))
+    found
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", found.display()))
 }
 
 impl HeldChild {
@@ -72,7 +79,10 @@ impl HeldChild {
             }
             ForkResult::Parent { child } => {
                 drop(wait_end);
-                Ok(Self { pid: child, gate: Some(gate) })
+                Ok(Self {
+                    pid: child,
+                    gate: Some(gate),
+                })
             }
         }
     }

@@ -17,7 +17,9 @@ const PF_KTHREAD: u64 = 0x0020_0000;
 pub enum ProcessError {
     #[error("no process with pid {0}: check the PID (ps -e) and try again")]
     NotFound(u32),
-    #[error("pid {0} is a zombie (it has exited and waits for its parent to reap it): nothing to trace")]
+    #[error(
+        "pid {0} is a zombie (it has exited and waits for its parent to reap it): nothing to trace"
+    )]
     Zombie(u32),
     #[error("pid {0} is a kernel thread: map-trace traces Go programs")]
     KernelThread(u32),
@@ -60,14 +62,16 @@ impl Process {
             return Err(ProcessError::KernelThread(pid));
         }
         let exe = proc_dir.join("exe");
-        let exe_name = fs::read_link(&exe).map_err(|source| ProcessError::Access { pid, source })?;
+        let exe_name =
+            fs::read_link(&exe).map_err(|source| ProcessError::Access { pid, source })?;
         Ok(Self { pid, exe, exe_name })
     }
 }
 
 /// A pidfd for `pid`: readable once the process has exited.
 pub fn pidfd(pid: u32) -> std::io::Result<OwnedFd> {
-    let pid = libc::pid_t::try_from(pid).map_err(|_| std::io::Error::from(ErrorKind::InvalidInput))?;
+    let pid =
+        libc::pid_t::try_from(pid).map_err(|_| std::io::Error::from(ErrorKind::InvalidInput))?;
     // SAFETY: plain syscall; the returned descriptor is owned below.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
@@ -90,9 +94,18 @@ mod tests {
 
     #[test]
     fn missing_and_kernel_processes() {
-        assert!(matches!(Process::inspect(0), Err(ProcessError::NotFound(0))));
-        assert!(matches!(Process::inspect(u32::MAX), Err(ProcessError::NotFound(_))));
+        assert!(matches!(
+            Process::inspect(0),
+            Err(ProcessError::NotFound(0))
+        ));
+        assert!(matches!(
+            Process::inspect(u32::MAX),
+            Err(ProcessError::NotFound(_))
+        ));
         // kthreadd is pid 2 on Linux.
-        assert!(matches!(Process::inspect(2), Err(ProcessError::KernelThread(2))));
+        assert!(matches!(
+            Process::inspect(2),
+            Err(ProcessError::KernelThread(2))
+        ));
     }
 }

@@ -1,0 +1,168 @@
+//! map-trace's assign, delete and clear events equal, map by map and key by key, what a
+//! real Go program did — on a classic-map and a swiss-map Go release, attaching by pid and
+//! starting the program through `--`.
+//!
+//! mapops runs every operation at a random stack depth in a fresh goroutine, so some map
+//! calls grow the stack in their prologue: an entry probe on a function's first byte counts
+//! those twice, and these tests would fail.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code fails by panicking"
+)]
+
+use std::time::Duration;
+
+use integration_tests::{
+    GO_CLASSIC, GO_SWISS, Program, Report, Tracer, assert_events_match, build_go, read_csv,
+};
+
+const LIMIT: Duration = Duration::from_mins(4);
+
+fn summary_row<'a>(summary: &'a str, addr: &str) -> Vec<&'a str> {
+    summary
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(addr))
+        .unwrap_or_else(|| panic!("no summary row for {addr} in:\n{summary}"))
+        .split_whitespace()
+        .collect()
+}
+
+fn check_summary(summary: &str, report: &Report, flavour: &str) {
+    for m in &report.maps {
+        let row = summary_row(summary, &m.addr);
+        assert_eq!(row[1], flavour, "{row:?}");
+        assert_eq!(row[2], m.assigns.to_string(), "{row:?}");
+        assert_eq!(row[3], m.deletes.to_string(), "{row:?}");
+        assert_eq!(row[4], m.clears.to_string(), "{row:?}");
+        // The last event of each map is a clear: the count then is len(m) before it.
+        assert_eq!(
+            row[5],
+            m.clear_counts.last().unwrap().to_string(),
+            "{row:?}"
+        );
+    }
+    assert!(summary.contains("lost events: 0"), "{summary}");
+}
+
+fn by_pid(go: &str, flavour: &str) {
+    let bin = build_go("mapops", go);
+    let dir = tempfile::tempdir().unwrap();
+    let (csv, report_path) = (
+        dir.path().join("events.csv"),
+        dir.path().join("report.json"),
+    );
+    let mut program = Program::start_ready(
+        &bin,
+        &["-wait", "-n", "2000", "-out", report_path.to_str().unwrap()],
+    );
+    let pid_num = program.pid();
+    let pid = pid_num.to_string();
+    let mut tracer = Tracer::start(&["--pid", &pid, "--csv", csv.to_str().unwrap()]);
+    let attached = tracer.wait_attached(LIMIT);
+    assert!(
+        attached.contains(&format!("to pid {pid} (go{go}, {flavour} maps)")),
+        "{attached}"
+    );
+    program.proceed();
+    let (status, _) = program.finish(LIMIT);
+    assert!(status.success(), "mapops failed under tracing: {status}");
+    // The target's exit ends map-trace.
+    let done = tracer.finish(LIMIT);
+    assert!(done.status.success(), "map-trace: {:?}", done.stderr);
+    let report = Report::read(&report_path);
+    assert_eq!(report.maps.len(), 5);
+    assert_events_match(&report, &read_csv(&csv), pid_num);
+    check_summary(&done.stdout, &report, flavour);
+}
+
+fn through_command(go: &str, flavour: &str) {
+    let bin = build_go("mapops", go);
+    let dir = tempfile::tempdir().unwrap();
+    let (csv, report_path) = (
+        dir.path().join("events.csv"),
+        dir.path().join("report.json"),
+    );
+    let mut tracer = Tracer::start(&[
+        "--csv",
+        csv.to_str().unwrap(),
+        "--",
+        bin.to_str().unwrap(),
+        "-n",
+        "2000",
+        "-out",
+        report_path.to_str().unwrap(),
+    ]);
+    let attached = tracer.wait_attached(LIMIT);
+    let done = tracer.finish(LIMIT);
+    assert!(done.status.success(), "map-trace: {:?}", done.stderr);
+    let pid: u32 = attached
+        .split_whitespace()
+        .skip_while(|w| *w != "pid")
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in `{attached}`"));
+    let report = Report::read(&report_path);
+    let rows = read_csv(&csv);
+    assert_events_match(&report, &rows, pid);
+    check_summary(&done.stdout, &report, flavour);
+    // Held before exec: the runtime's own first map operations, before main, are traced
+    // too, so there are events on maps other than mapops' five.
+    let ours: Vec<&str> = report.maps.iter().map(|m| m.addr.as_str()).collect();
+    assert!(
+        rows.iter().any(|r| !ours.contains(&r["map"].as_str())),
+        "no start-up map events"
+    );
+}
+
+#[test]
+fn classic_maps_by_pid() {
+    by_pid(GO_CLASSIC, "classic");
+}
+
+#[test]
+fn swiss_maps_by_pid() {
+    by_pid(GO_SWISS, "swiss");
+}
+
+#[test]
+fn classic_maps_through_command() {
+    through_command(GO_CLASSIC, "classic");
+}
+
+#[test]
+fn swiss_maps_through_command() {
+    through_command(GO_SWISS, "swiss");
+}
+
+/// CSV on standard output: the summary moves to standard error, the CSV stays parseable.
+#[test]
+fn csv_to_stdout() {
+    let bin = build_go("mapops", GO_SWISS);
+    let dir = tempfile::tempdir().unwrap();
+    let report_path = dir.path().join("report.json");
+    let tracer = Tracer::start(&[
+        "--csv",
+        "-",
+        "--",
+        bin.to_str().unwrap(),
+        "-n",
+        "300",
+        "-out",
+        report_path.to_str().unwrap(),
+    ]);
+    let done = tracer.finish(LIMIT);
+    assert!(done.status.success(), "{:?}", done.stderr);
+    let csv_path = dir.path().join("stdout.csv");
+    std::fs::write(&csv_path, &done.stdout).unwrap();
+    let rows = read_csv(&csv_path);
+    let report = Report::read(&report_path);
+    let pid: u32 = rows[0]["pid"].parse().unwrap();
+    assert_events_match(&report, &rows, pid);
+    assert!(
+        done.stderr.iter().any(|l| l.starts_with("lost events: 0")),
+        "{:?}",
+        done.stderr
+    );
+}
