@@ -60,25 +60,13 @@ impl Aggregate {
 mod tests {
     use super::*;
 
-    fn ev(kind: EventKind, map: u64, count: Option<u64>) -> MapEvent {
-        MapEvent {
-            time_ns: 0,
-            kind,
-            pid: 1,
-            tid: 1,
-            map,
-            key_hash: None,
-            count,
-        }
-    }
-
     #[test]
     fn counts_per_map_and_in_total() {
         let mut agg = Aggregate::default();
-        agg.record(&ev(EventKind::Assign, 1, Some(0)));
-        agg.record(&ev(EventKind::Assign, 1, Some(1)));
-        agg.record(&ev(EventKind::Delete, 1, None));
-        agg.record(&ev(EventKind::Clear, 2, Some(7)));
+        agg.record(&MapEvent::sample(EventKind::Assign, 1, Some(0)));
+        agg.record(&MapEvent::sample(EventKind::Assign, 1, Some(1)));
+        agg.record(&MapEvent::sample(EventKind::Delete, 1, None));
+        agg.record(&MapEvent::sample(EventKind::Clear, 2, Some(7)));
         assert_eq!(agg.events, 4);
         assert_eq!(
             agg.maps[&1],

@@ -23,6 +23,22 @@ pub struct MapEvent {
     pub count: Option<u64>,
 }
 
+#[cfg(test)]
+impl MapEvent {
+    /// An event of `kind` on `map` for unit tests.
+    pub(crate) fn sample(kind: EventKind, map: u64, count: Option<u64>) -> Self {
+        Self {
+            time_ns: 0,
+            kind,
+            pid: 1,
+            tid: 1,
+            map,
+            key_hash: None,
+            count,
+        }
+    }
+}
+
 pub fn decode(record: &[u8]) -> Result<MapEvent, DecodeError> {
     if record.len() != EVENT_SIZE {
         return Err(DecodeError::Size(record.len()));

@@ -7,6 +7,8 @@ use std::{fmt, ops::RangeInclusive};
 use map_trace_common::{EventKind, KeyKind};
 use thiserror::Error;
 
+use crate::target::binary::GoBinary;
+
 /// The Go releases map-trace supports (minor versions of Go 1).
 pub const SUPPORTED_MINORS: RangeInclusive<u32> = 21..=27;
 
@@ -186,6 +188,16 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// The runtime a binary was built with: version from its build info, flavour from its
+    /// symbols.
+    pub fn of(binary: &GoBinary) -> Result<Self, RuntimeError> {
+        let version = GoVersion::parse(binary.version())?;
+        version.check_supported()?;
+        let flavour = detect_flavour(|s| binary.has_function(s))
+            .ok_or_else(|| RuntimeError::UnknownFlavour(binary.path().display().to_string()))?;
+        Self::new(version, flavour)
+    }
+
     pub fn new(version: GoVersion, flavour: Flavour) -> Result<Self, RuntimeError> {
         version.check_supported()?;
         let layout = LAYOUTS

@@ -20,7 +20,7 @@ use crate::{
     aggregate::Aggregate,
     cli::{Target, TraceOptions},
     events,
-    goruntime::{GoVersion, Runtime, RuntimeError, detect_flavour},
+    goruntime::Runtime,
     output::{
         Exporter,
         csv::CsvExporter,
@@ -67,11 +67,7 @@ pub fn run(opts: &TraceOptions) -> anyhow::Result<()> {
         .context("pidfd_open")?;
 
     let binary = GoBinary::open(&resolved.exe)?;
-    let version = GoVersion::parse(binary.version())?;
-    version.check_supported()?;
-    let flavour = detect_flavour(|s| binary.has_function(s))
-        .ok_or_else(|| RuntimeError::UnknownFlavour(binary.path().display().to_string()))?;
-    let runtime = Runtime::new(version, flavour)?;
+    let runtime = Runtime::of(&binary)?;
     let plan = plan::plan(&binary, &runtime, &opts.events)?;
     if opts.verbose {
         describe_plan(&plan);

@@ -61,10 +61,16 @@ fn build_info_version_and_flavour() {
         let bin = build_go("mapops", &go);
         let binary = GoBinary::open(&bin).unwrap();
         assert_eq!(binary.version(), format!("go{go}"));
-        let version = GoVersion::parse(binary.version()).unwrap();
-        let flavour = detect_flavour(|s| binary.has_function(s)).unwrap();
-        assert_eq!(flavour, expected_flavour(&version), "go{go}");
-        Runtime::new(version, flavour).unwrap();
+        let runtime = Runtime::of(&binary).unwrap();
+        assert_eq!(
+            runtime.flavour,
+            expected_flavour(&runtime.version),
+            "go{go}"
+        );
+        assert_eq!(
+            detect_flavour(|s| binary.has_function(s)),
+            Some(runtime.flavour)
+        );
     }
 }
 
@@ -73,9 +79,7 @@ fn probes_sit_after_the_stack_check_and_every_ret_is_found() {
     for go in go_versions() {
         let bin = build_go("mapops", &go);
         let binary = GoBinary::open(&bin).unwrap();
-        let version = GoVersion::parse(binary.version()).unwrap();
-        let runtime =
-            Runtime::new(version, detect_flavour(|s| binary.has_function(s)).unwrap()).unwrap();
+        let runtime = Runtime::of(&binary).unwrap();
         let plan = plan::plan(&binary, &runtime, &EventSet::all()).unwrap();
         // mapops uses every key kind, assign, delete and clear.
         assert_eq!(
@@ -127,9 +131,7 @@ fn missing_functions_are_listed_not_fatal() {
         // idle uses no maps: the runtime's own map use keeps some functions, not all.
         let bin = build_go("idle", &go);
         let binary = GoBinary::open(&bin).unwrap();
-        let version = GoVersion::parse(binary.version()).unwrap();
-        let runtime =
-            Runtime::new(version, detect_flavour(|s| binary.has_function(s)).unwrap()).unwrap();
+        let runtime = Runtime::of(&binary).unwrap();
         let plan = plan::plan(&binary, &runtime, &EventSet::all()).unwrap();
         assert!(!plan.points.is_empty());
         assert!(

@@ -76,15 +76,7 @@ mod tests {
             (EventKind::Assign, 0x10),
             (EventKind::Clear, 0x20),
         ] {
-            agg.record(&MapEvent {
-                time_ns: 0,
-                kind,
-                pid: 1,
-                tid: 1,
-                map,
-                key_hash: None,
-                count: Some(5),
-            });
+            agg.record(&MapEvent::sample(kind, map, Some(5)));
         }
         let run = RunInfo {
             pid: 1,
