@@ -42,7 +42,7 @@ pub struct HashArgs {
     pub int32: Option<i32>,
     /// Raw key bytes in hex (for example 0a0b0c)
     #[arg(long, value_parser = parse_hex_bytes)]
-    pub hex: Option<Vec<u8>>,
+    pub hex: Option<HexBytes>,
 }
 
 impl HashArgs {
@@ -55,7 +55,7 @@ impl HashArgs {
         } else if let Some(n) = self.int32 {
             key_hash(&n.to_le_bytes())
         } else {
-            key_hash(self.hex.as_deref().unwrap_or_default())
+            key_hash(self.hex.as_ref().map_or(&[][..], |h| &h.0))
         }
     }
 }
@@ -163,7 +163,11 @@ fn parse_events(s: &str) -> Result<EventSet, String> {
     Ok(EventSet(set))
 }
 
-fn parse_hex_bytes(s: &str) -> Result<Vec<u8>, String> {
+/// Key bytes given in hex (a newtype, so clap takes one value, not a list of bytes).
+#[derive(Clone, Debug)]
+pub struct HexBytes(pub Vec<u8>);
+
+fn parse_hex_bytes(s: &str) -> Result<HexBytes, String> {
     let s = s.strip_prefix("0x").unwrap_or(s);
     if !s.len().is_multiple_of(2) {
         return Err("give an even number of hex digits".into());
@@ -175,7 +179,8 @@ fn parse_hex_bytes(s: &str) -> Result<Vec<u8>, String> {
                 .and_then(|pair| u8::from_str_radix(pair, 16).ok())
                 .ok_or_else(|| format!("`{s}` is not hex"))
         })
-        .collect()
+        .collect::<Result<_, _>>()
+        .map(HexBytes)
 }
 
 #[cfg(test)]

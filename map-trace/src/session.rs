@@ -115,7 +115,7 @@ pub fn run(opts: &TraceOptions) -> anyhow::Result<()> {
         let attached = probes.attached();
         // Nothing new can arrive once the probes are gone; then take what is left.
         probes.detach();
-        drain(ring.get_mut(), &mut agg, &mut exporters)?;
+        drain(ring.get_mut(), &mut agg, &mut exporters, usize::MAX)?;
         let info = RunInfo {
             pid,
             go_version: runtime.version.raw.clone(),
@@ -205,8 +205,15 @@ impl Ends {
             tokio::select! {
                 guard = ring.readable_mut() => {
                     let mut guard = guard.context("polling the ring buffer")?;
-                    drain(guard.get_inner_mut(), agg, exporters)?;
-                    guard.clear_ready();
+                    // Readiness is cleared only once the buffer is empty: the kernel wakes
+                    // a reader only after it has caught up, so clearing early would stall.
+                    if drain(guard.get_inner_mut(), agg, exporters, BATCH)? {
+                        guard.clear_ready();
+                    } else {
+                        drop(guard);
+                        // Let signals, the deadline and the target's exit be seen under load.
+                        tokio::task::yield_now().await;
+                    }
                 }
                 _ = exited.readable() => return Ok(()),
                 _ = self.sigint.recv() => return Ok(()),
@@ -224,18 +231,26 @@ fn watch<T: AsRawFd>(inner: T) -> io::Result<AsyncFd<T>> {
     unsafe { AsyncFd::register_with_interest(inner, Interest::READABLE) }.map_err(Into::into)
 }
 
-/// Hands every record now in the ring buffer to the aggregate and the exporters.
+/// At most this many records are handled per wake-up before the loop looks at the rest.
+const BATCH: usize = 4096;
+
+/// Hands up to `limit` records now in the ring buffer to the aggregate and the exporters;
+/// true when it emptied the buffer.
 fn drain(
     ring: &mut RingBuf<MapData>,
     agg: &mut Aggregate,
     exporters: &mut [Box<dyn Exporter>],
-) -> anyhow::Result<()> {
-    while let Some(record) = ring.next() {
+    limit: usize,
+) -> anyhow::Result<bool> {
+    for _ in 0..limit {
+        let Some(record) = ring.next() else {
+            return Ok(true);
+        };
         let event = events::decode(&record)?;
         agg.record(&event);
         for exporter in exporters.iter_mut() {
             exporter.event(&event)?;
         }
     }
-    Ok(())
+    Ok(false)
 }

@@ -105,8 +105,8 @@ mod tests {
             lines,
             [
                 "time_ns,event,pid,tid,goid,map,key_hash,count,detail,duration_ns,addr,len,advice",
-                "42,assign,100,101,,0xc000ab0c0,e71fa2190541574b,3,,,,,",
-                "42,clear,100,101,,0xc000ab0c0,,,,,,,",
+                "42,assign,100,101,,0xc0000ab0c0,e71fa2190541574b,3,,,,,",
+                "42,clear,100,101,,0xc0000ab0c0,,,,,,,",
             ]
         );
     }
