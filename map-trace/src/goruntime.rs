@@ -134,6 +134,8 @@ pub struct Layout {
     pub minors: RangeInclusive<u32>,
     pub flavour: Flavour,
     pub functions: &'static [MapFunction],
+    /// `g.stackguard0`: what the prologue's stack check compares against (R14 + this).
+    pub stackguard0_offset: u64,
     /// Element count in the map header: `hmap.count` (int) or `maps.Map.used` (uint64).
     pub map_count_offset: u64,
     /// `*abi.Type` of the key in the map type (`MapType.Key`, `OldMapType.Key`).
@@ -149,6 +151,7 @@ pub static LAYOUTS: &[Layout] = &[
         minors: 21..=25,
         flavour: Flavour::Classic,
         functions: MAP_FUNCTIONS,
+        stackguard0_offset: 0x10,
         map_count_offset: 0,
         map_type_key_offset: 48,
         type_size_offset: 0,
@@ -157,6 +160,7 @@ pub static LAYOUTS: &[Layout] = &[
         minors: 24..=27,
         flavour: Flavour::Swiss,
         functions: MAP_FUNCTIONS,
+        stackguard0_offset: 0x10,
         map_count_offset: 0,
         map_type_key_offset: 48,
         type_size_offset: 0,

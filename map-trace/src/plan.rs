@@ -67,7 +67,8 @@ pub fn plan(binary: &GoBinary, runtime: &Runtime, events: &EventSet) -> Result<P
             .code(bounds)
             .ok_or_else(|| fail("code is outside the file".into()))?;
         let addr =
-            disasm::entry_after_prologue(code, bounds.addr).map_err(|e| fail(e.to_string()))?;
+            disasm::entry_after_prologue(code, bounds.addr, runtime.layout.stackguard0_offset)
+                .map_err(|e| fail(e.to_string()))?;
         let file_offset = binary
             .file_offset(addr)
             .ok_or_else(|| fail(format!("{addr:#x} is in no loaded segment")))?;

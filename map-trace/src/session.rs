@@ -113,6 +113,8 @@ pub fn run(opts: &TraceOptions) -> anyhow::Result<()> {
         ends.wait(&mut ring, pidfd, &mut agg, &mut exporters)
             .await?;
         let attached = probes.attached();
+        // The traced window; removing probes afterwards takes the kernel ~0.1 s each.
+        let elapsed = started.elapsed();
         // Nothing new can arrive once the probes are gone; then take what is left.
         probes.detach();
         drain(ring.get_mut(), &mut agg, &mut exporters, usize::MAX)?;
@@ -121,7 +123,7 @@ pub fn run(opts: &TraceOptions) -> anyhow::Result<()> {
             go_version: runtime.version.raw.clone(),
             flavour: runtime.flavour,
             probes: attached,
-            elapsed: started.elapsed(),
+            elapsed,
             lost: probes::lost_events(&lost)?,
         };
         anyhow::Ok((agg, info))

@@ -6,8 +6,6 @@ use iced_x86::{
 };
 use thiserror::Error;
 
-/// Offset of `g.stackguard0` from the goroutine pointer in R14 (every supported version).
-const STACKGUARD0_OFFSET: u64 = 0x10;
 /// The stack check sits in the first few instructions; stop looking after these.
 const PROLOGUE_WINDOW: usize = 8;
 
@@ -31,24 +29,29 @@ fn decode(code: &[u8], addr: u64) -> impl Iterator<Item = Result<Instruction, Di
         })
 }
 
-/// `CMP reg, [R14+0x10]`: the goroutine stack-bound check.
-fn is_stack_check(ins: &Instruction) -> bool {
+/// `CMP reg, [R14+stackguard0]`: the goroutine stack-bound check.
+fn is_stack_check(ins: &Instruction, stackguard0_offset: u64) -> bool {
     ins.mnemonic() == Mnemonic::Cmp
         && (0..ins.op_count()).any(|i| ins.op_kind(i) == OpKind::Memory)
         && ins.memory_base() == Register::R14
         && ins.memory_index() == Register::None
-        && ins.memory_displacement64() == STACKGUARD0_OFFSET
+        && ins.memory_displacement64() == stackguard0_offset
 }
 
 /// The address of the first instruction after the stack check's `JBE` to `morestack`, or the
 /// function's first byte when it has no stack check (nosplit functions never re-enter).
+/// `stackguard0_offset` is where `g.stackguard0` sits in the goroutine (R14).
 ///
 /// A probe on the first byte would fire twice for one call when the stack grows, because
 /// `morestack` jumps back to the entry.
-pub fn entry_after_prologue(code: &[u8], addr: u64) -> Result<u64, DisasmError> {
+pub fn entry_after_prologue(
+    code: &[u8],
+    addr: u64,
+    stackguard0_offset: u64,
+) -> Result<u64, DisasmError> {
     let mut insns = decode(code, addr).take(PROLOGUE_WINDOW);
     while let Some(ins) = insns.next().transpose()? {
-        if is_stack_check(&ins) {
+        if is_stack_check(&ins, stackguard0_offset) {
             let jbe = insns
                 .next()
                 .transpose()?
@@ -83,6 +86,7 @@ mod tests {
     use super::*;
 
     const BASE: u64 = 0x40_0000;
+    const STACKGUARD0: u64 = 0x10;
 
     #[test]
     fn short_prologue() {
@@ -90,7 +94,7 @@ mod tests {
         let code = [
             0x49, 0x3b, 0x66, 0x10, 0x76, 0x20, 0x55, 0x48, 0x89, 0xe5, 0x5d, 0xc3,
         ];
-        assert_eq!(entry_after_prologue(&code, BASE), Ok(BASE + 6));
+        assert_eq!(entry_after_prologue(&code, BASE, STACKGUARD0), Ok(BASE + 6));
         assert_eq!(return_sites(&code, BASE), Ok(vec![BASE + 11]));
     }
 
@@ -98,7 +102,10 @@ mod tests {
     fn long_jump_prologue() {
         // CMPQ SP,0x10(R14); JBE rel32; PUSHQ BP
         let code = [0x49, 0x3b, 0x66, 0x10, 0x0f, 0x86, 0, 1, 0, 0, 0x55];
-        assert_eq!(entry_after_prologue(&code, BASE), Ok(BASE + 0xa));
+        assert_eq!(
+            entry_after_prologue(&code, BASE, STACKGUARD0),
+            Ok(BASE + 0xa)
+        );
     }
 
     #[test]
@@ -108,14 +115,17 @@ mod tests {
             0x4c, 0x8d, 0xa4, 0x24, 0x68, 0xff, 0xff, 0xff, 0x4d, 0x3b, 0x66, 0x10, 0x0f, 0x86, 0,
             1, 0, 0, 0x55,
         ];
-        assert_eq!(entry_after_prologue(&code, BASE), Ok(BASE + 0x12));
+        assert_eq!(
+            entry_after_prologue(&code, BASE, STACKGUARD0),
+            Ok(BASE + 0x12)
+        );
     }
 
     #[test]
     fn nosplit_function_probes_its_first_byte() {
         // MOVQ AX,BX; RET
         let code = [0x48, 0x89, 0xc3, 0xc3];
-        assert_eq!(entry_after_prologue(&code, BASE), Ok(BASE));
+        assert_eq!(entry_after_prologue(&code, BASE, STACKGUARD0), Ok(BASE));
     }
 
     #[test]
@@ -123,7 +133,7 @@ mod tests {
         // CMPQ SP,0x10(R14); NOP
         let code = [0x49, 0x3b, 0x66, 0x10, 0x90];
         assert_eq!(
-            entry_after_prologue(&code, BASE),
+            entry_after_prologue(&code, BASE, STACKGUARD0),
             Err(DisasmError::UnexpectedPrologue(BASE))
         );
     }
@@ -132,6 +142,6 @@ mod tests {
     fn garbage_is_an_error_not_a_panic() {
         let code = [0x0f, 0xff, 0xff, 0xff];
         assert!(return_sites(&code, BASE).is_err());
-        assert!(entry_after_prologue(&[], BASE).is_ok());
+        assert!(entry_after_prologue(&[], BASE, STACKGUARD0).is_ok());
     }
 }
