@@ -58,7 +58,6 @@ var (
 	arrMap   map[[16]byte]int
 	nodes    []*node
 	rng      = rand.New(rand.NewSource(1))
-	sinkMu   sync.Mutex
 	depthMax = 64
 )
 
