@@ -2,10 +2,11 @@
 //! until the end, then drain, detach and summarise.
 
 use std::{
+    ffi::OsString,
     fs::File,
     io::{self, BufWriter, Write},
     os::fd::{AsRawFd, OwnedFd},
-    path::{Path, PathBuf},
+    path::Path,
     time::{Duration, Instant},
 };
 
@@ -36,37 +37,32 @@ use crate::{
     },
 };
 
-/// What the run traces, once resolved.
-struct Resolved {
-    /// The executable as the kernel should resolve it for uprobes.
-    exe: PathBuf,
-    /// A pid from the start (`--pid`), or the command to start held.
-    pid: Option<u32>,
+/// The process to trace: already running, or a command to start once probes are planned.
+enum Tracee<'a> {
+    /// Watched from the start, so a recycled pid is never mistaken for it.
+    Running {
+        pid: u32,
+        pidfd: OwnedFd,
+    },
+    Command(&'a [OsString]),
 }
 
 pub fn run(opts: &TraceOptions) -> anyhow::Result<()> {
     privileges::check()?;
-    let resolved = match &opts.target {
-        Target::Pid(pid) => Resolved {
-            exe: Process::inspect(*pid)?.exe,
-            pid: Some(*pid),
-        },
+    // The executable as the kernel should resolve it for uprobes.
+    let (exe, tracee) = match &opts.target {
+        Target::Pid(pid) => {
+            let exe = Process::inspect(*pid)?.exe;
+            let pidfd = process::pidfd(*pid).context("pidfd_open")?;
+            (exe, Tracee::Running { pid: *pid, pidfd })
+        }
         Target::Command(argv) => {
             let program = argv.first().context("no command given after --")?;
-            Resolved {
-                exe: resolve_command(program)?,
-                pid: None,
-            }
+            (resolve_command(program)?, Tracee::Command(argv))
         }
     };
-    // Watch the process from the start, so a recycled pid is never mistaken for it.
-    let early_pidfd = resolved
-        .pid
-        .map(process::pidfd)
-        .transpose()
-        .context("pidfd_open")?;
 
-    let binary = GoBinary::open(&resolved.exe)?;
+    let binary = GoBinary::open(&exe)?;
     let runtime = Runtime::of(&binary)?;
     let plan = plan::plan(&binary, &runtime, &opts.events)?;
     if opts.verbose {
@@ -75,18 +71,13 @@ pub fn run(opts: &TraceOptions) -> anyhow::Result<()> {
     let csv_to_stdout = opts.csv.as_deref() == Some(Path::new("-"));
     let mut exporters = open_exporters(opts)?;
 
-    let mut child = match &opts.target {
-        Target::Command(argv) => Some(HeldChild::spawn(&resolved.exe, argv)?),
-        Target::Pid(_) => None,
-    };
-    let pid = match (&child, resolved.pid) {
-        (Some(c), _) => c.pid(),
-        (None, Some(pid)) => pid,
-        (None, None) => anyhow::bail!("no target process"),
-    };
-    let pidfd = match early_pidfd {
-        Some(fd) => fd,
-        None => process::pidfd(pid).context("pidfd_open")?,
+    let (pid, pidfd, mut child) = match tracee {
+        Tracee::Running { pid, pidfd } => (pid, pidfd, None),
+        Tracee::Command(argv) => {
+            let child = HeldChild::spawn(&exe, argv)?;
+            let pid = child.pid();
+            (pid, process::pidfd(pid).context("pidfd_open")?, Some(child))
+        }
     };
 
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -95,7 +86,7 @@ pub fn run(opts: &TraceOptions) -> anyhow::Result<()> {
         .context("starting the event loop")?;
     let (agg, info) = rt.block_on(async {
         let mut ends = Ends::new(opts.duration)?;
-        let mut probes = Probes::attach(&plan, &runtime, &resolved.exe, pid)?;
+        let mut probes = Probes::attach(&plan, &runtime, &exe, pid)?;
         let ring = probes.take_events()?;
         let lost = probes.take_lost()?;
         eprintln!(
