@@ -27,10 +27,18 @@ pub enum EventKind {
     Assign = 1,
     Delete = 2,
     Clear = 3,
+    Grow = 4,
+    Evacuate = 5,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 3] = [EventKind::Assign, EventKind::Delete, EventKind::Clear];
+    pub const ALL: [EventKind; 5] = [
+        EventKind::Assign,
+        EventKind::Delete,
+        EventKind::Clear,
+        EventKind::Grow,
+        EventKind::Evacuate,
+    ];
 
     #[must_use]
     pub fn from_u8(v: u8) -> Option<Self> {
@@ -44,7 +52,15 @@ impl EventKind {
             EventKind::Assign => "assign",
             EventKind::Delete => "delete",
             EventKind::Clear => "clear",
+            EventKind::Grow => "grow",
+            EventKind::Evacuate => "evacuate",
         }
+    }
+
+    /// Events timed from entry to return (an entry uprobe plus one on every RET).
+    #[must_use]
+    pub const fn is_timed(self) -> bool {
+        matches!(self, EventKind::Grow | EventKind::Evacuate)
     }
 }
 
@@ -53,7 +69,7 @@ impl EventKind {
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeyKind {
-    /// No key (`mapclear`).
+    /// No key.
     None = 0,
     /// `*_faststr`: data pointer in RCX, length in RDI.
     Str = 1,
@@ -78,54 +94,158 @@ impl KeyKind {
     }
 }
 
-/// The BPF attach cookie of a uprobe: tells the shared program which function it sits in.
+/// An argument register of the Go register ABI.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reg {
+    Rax = 0,
+    Rbx = 1,
+    Rcx = 2,
+    Rdi = 3,
+}
+
+impl Reg {
+    #[must_use]
+    pub const fn from_u8(v: u8) -> Self {
+        match v {
+            0 => Reg::Rax,
+            2 => Reg::Rcx,
+            3 => Reg::Rdi,
+            _ => Reg::Rbx,
+        }
+    }
+}
+
+/// The BPF attach cookie of a uprobe: tells the shared programs which function they sit in
+/// and where that function keeps its arguments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProbeCookie {
     pub kind: EventKind,
     pub key: KeyKind,
+    /// Register holding the map header pointer.
+    pub map: Reg,
+    /// Register whose entry value becomes [`Event::detail`] (old bucket index, new capacity).
+    pub detail: Option<Reg>,
+    /// RAX holds a swiss `*table` whose header goes into [`Event::table`].
+    pub table_in_rax: bool,
+    /// Index of the function in map-trace's plan, reported in [`Event::function`].
+    pub function: u16,
 }
+
+/// `ProbeCookie::detail` when none.
+const NO_REG: u64 = 0xff;
 
 impl ProbeCookie {
     #[must_use]
     pub const fn encode(self) -> u64 {
-        (self.kind as u64) | ((self.key as u64) << 8)
+        let detail = match self.detail {
+            Some(r) => r as u64,
+            None => NO_REG,
+        };
+        (self.kind as u64)
+            | ((self.key as u64) << 8)
+            | ((self.map as u64) << 16)
+            | (detail << 24)
+            | ((self.table_in_rax as u64) << 32)
+            | ((self.function as u64) << 40)
     }
 
-    /// The event kind byte and the key kind of an encoded cookie.
+    /// The event kind byte and the rest of an encoded cookie.
     #[must_use]
     #[expect(
         clippy::cast_possible_truncation,
-        reason = "bytes are extracted on purpose"
+        reason = "bit fields are extracted on purpose"
     )]
-    pub const fn decode(cookie: u64) -> (u8, KeyKind) {
-        (cookie as u8, KeyKind::from_u8((cookie >> 8) as u8))
+    pub const fn decode(cookie: u64) -> (u8, Self) {
+        let detail = (cookie >> 24) as u8;
+        (
+            cookie as u8,
+            Self {
+                kind: EventKind::Assign,
+                key: KeyKind::from_u8((cookie >> 8) as u8),
+                map: Reg::from_u8((cookie >> 16) as u8),
+                detail: if detail as u64 == NO_REG {
+                    None
+                } else {
+                    Some(Reg::from_u8(detail))
+                },
+                table_in_rax: (cookie >> 32) & 1 == 1,
+                function: (cookie >> 40) as u16,
+            },
+        )
     }
 }
 
+/// Bytes of the map header copied into each event: covers every field map-trace reads of
+/// `runtime.hmap` (up to `nevacuate`) and all of the swiss `maps.Map`.
+pub const HEADER_BYTES: usize = 48;
+/// Bytes of a swiss `maps.table` header copied into table events (used, capacity,
+/// growthLeft, localDepth).
+pub const TABLE_BYTES: usize = 8;
+
 /// `Event::flags`: the record carries a key hash.
 pub const FLAG_KEY: u8 = 1;
-/// `Event::flags`: the record carries the map's element count.
-pub const FLAG_COUNT: u8 = 2;
+/// `Event::flags`: `header` holds the map header at the event.
+pub const FLAG_HEADER: u8 = 2;
+/// `Event::flags`: `table` holds the table header at the call's entry.
+pub const FLAG_TABLE: u8 = 4;
+/// `Event::flags`: `goid` was read from the goroutine.
+pub const FLAG_GOID: u8 = 8;
+/// `Event::flags`: `detail` holds the detail register's entry value.
+pub const FLAG_DETAIL: u8 = 16;
 
 /// One record in the ring buffer.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Event {
-    /// `bpf_ktime_get_ns()`: `CLOCK_MONOTONIC`.
+    /// `bpf_ktime_get_ns()`: `CLOCK_MONOTONIC`; for timed calls, the return.
     pub time_ns: u64,
     /// Address of the map header.
     pub map: u64,
     pub key_hash: u64,
-    pub count: u64,
+    pub goid: u64,
+    /// Entry to return, for timed calls; else 0.
+    pub duration_ns: u64,
+    pub detail: u64,
+    /// The map header when the event fired (at the return, for timed calls).
+    pub header: [u8; HEADER_BYTES],
+    pub table: [u8; TABLE_BYTES],
     pub pid: u32,
     pub tid: u32,
+    pub function: u16,
     pub kind: u8,
     pub flags: u8,
-    pub pad: [u8; 6],
+    pub pad: [u8; 4],
+}
+
+impl Event {
+    pub const ZERO: Event = Event {
+        time_ns: 0,
+        map: 0,
+        key_hash: 0,
+        goid: 0,
+        duration_ns: 0,
+        detail: 0,
+        header: [0; HEADER_BYTES],
+        table: [0; TABLE_BYTES],
+        pid: 0,
+        tid: 0,
+        function: 0,
+        kind: 0,
+        flags: 0,
+        pad: [0; 4],
+    };
 }
 
 /// Size of [`Event`] in bytes, checked by user space against every record it reads.
 pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
+
+/// The most functions a plan may hold: sizes the per-function call counters.
+pub const MAX_FUNCTIONS: u32 = 64;
+/// `CALLS` slot: returns that found no entry (the probe was attached mid-call).
+pub const CALLS_ORPHANS: u32 = 2 * MAX_FUNCTIONS;
+/// Slots of the `CALLS` per-CPU array: entries at `2f`, returns at `2f + 1`, orphans last.
+pub const CALLS_SLOTS: u32 = 2 * MAX_FUNCTIONS + 1;
 
 /// Per-target settings, written into the eBPF object's read-only globals before load.
 /// Offsets come from map-trace's per-Go-version table.
@@ -135,8 +255,8 @@ pub struct Config {
     /// Only this process's events are kept (uprobes are also scoped to it).
     pub tgid: u32,
     pub pad: u32,
-    /// Offset of the element count in the map header (`hmap.count`, `maps.Map.used`).
-    pub map_count_offset: u64,
+    /// Offset of `goid` in the goroutine (`runtime.g`, pointed to by R14).
+    pub goid_offset: u64,
     /// Offset of the key's `*abi.Type` in the map type.
     pub map_type_key_offset: u64,
     /// Offset of `Size_` in `abi.Type`.
@@ -178,15 +298,29 @@ mod tests {
                 KeyKind::U64,
                 KeyKind::Mem,
             ] {
-                let (k, kk) = ProbeCookie::decode(ProbeCookie { kind, key }.encode());
-                assert_eq!(EventKind::from_u8(k), Some(kind));
-                assert_eq!(kk, key);
+                for (map, detail, table_in_rax, function) in [
+                    (Reg::Rbx, None, false, 0),
+                    (Reg::Rcx, Some(Reg::Rdi), true, 63),
+                ] {
+                    let cookie = ProbeCookie {
+                        kind,
+                        key,
+                        map,
+                        detail,
+                        table_in_rax,
+                        function,
+                    };
+                    let (k, back) = ProbeCookie::decode(cookie.encode());
+                    assert_eq!(EventKind::from_u8(k), Some(kind));
+                    assert_eq!(ProbeCookie { kind, ..back }, cookie);
+                }
             }
         }
     }
 
     #[test]
     fn event_layout_is_stable() {
-        assert_eq!(EVENT_SIZE, 48);
+        assert_eq!(EVENT_SIZE, 120);
+        assert_eq!(core::mem::align_of::<Event>(), 8);
     }
 }

@@ -1,27 +1,34 @@
-//! map-trace's eBPF side: one uprobe program shared by every probed Go map function.
+//! map-trace's eBPF side: three uprobe programs shared by every probed Go runtime function.
 //!
-//! Which function a hit belongs to, and so which registers hold the key, comes from the
-//! attach cookie; offsets into Go runtime structures come from `CONFIG`, filled in by user
-//! space from its per-version table before the object is loaded.
+//! - `map_op` (assign, delete, clear) emits an event at the function's entry.
+//! - `call_entry` and `call_return` time a call (grow, evacuate): the entry probe remembers
+//!   the call under its goroutine (the `g` pointer in R14, never the stack pointer: Go moves
+//!   stacks), and a probe on every RET instruction emits the event with the duration.
+//!
+//! Which function a hit belongs to, and which registers hold its map, key and detail, comes
+//! from the attach cookie; offsets into Go runtime structures come from `CONFIG`, filled in
+//! by user space from its per-version table before the object is loaded.
 #![no_std]
 #![no_main]
 #![allow(
     clippy::inline_always,
-    reason = "helpers are inlined into the one program the verifier checks"
+    reason = "helpers are inlined into the programs the verifier checks"
 )]
 
 use aya_ebpf::{
     EbpfContext as _,
+    bindings::pt_regs,
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf,
         generated::bpf_get_attach_cookie,
     },
     macros::{map, uprobe},
-    maps::{PerCpuArray, RingBuf},
+    maps::{LruHashMap, PerCpuArray, RingBuf},
     programs::ProbeContext,
 };
 use map_trace_common::{
-    Config, Event, FLAG_COUNT, FLAG_KEY, KEY_MAX, KeyKind, ProbeCookie, key_hash,
+    CALLS_ORPHANS, CALLS_SLOTS, Config, Event, FLAG_DETAIL, FLAG_GOID, FLAG_HEADER, FLAG_KEY,
+    FLAG_TABLE, HEADER_BYTES, KEY_MAX, KeyKind, ProbeCookie, Reg, TABLE_BYTES, key_hash,
 };
 
 /// Written by user space before load (read-only global).
@@ -29,7 +36,7 @@ use map_trace_common::{
 static CONFIG: Config = Config {
     tgid: 0,
     pad: 0,
-    map_count_offset: 0,
+    goid_offset: 0,
     map_type_key_offset: 0,
     type_size_offset: 0,
 };
@@ -42,10 +49,122 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
 #[map]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// Timed calls per function: entries at `2f`, returns at `2f + 1`, orphan returns last.
+#[map]
+static CALLS: PerCpuArray<u64> = PerCpuArray::with_max_entries(CALLS_SLOTS, 0);
+
+/// A timed call in progress, keyed by goroutine and function.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CallKey {
+    g: u64,
+    function: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Pending {
+    time_ns: u64,
+    map: u64,
+    detail: u64,
+    table: [u8; TABLE_BYTES],
+    flags: u64,
+}
+
+/// LRU: a call that never returns (a panic through it) cannot fill the map.
+#[map]
+static PENDING: LruHashMap<CallKey, Pending> = LruHashMap::with_max_entries(16384, 0);
+
 #[inline(always)]
 fn config() -> Config {
     // SAFETY: read through a volatile load so the compiler does not fold the zero initialiser.
     unsafe { core::ptr::read_volatile(&raw const CONFIG) }
+}
+
+/// This process's hit, with its decoded cookie; `None` for other processes.
+#[inline(always)]
+fn start(ctx: &ProbeContext, cfg: &Config) -> Option<(Event, ProbeCookie, Regs)> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    #[expect(clippy::cast_possible_truncation, reason = "upper half is the tgid")]
+    let (tgid, thread) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    if tgid != cfg.tgid {
+        return None;
+    }
+    // SAFETY: the helper only reads the cookie of the running program.
+    let (kind, cookie) = ProbeCookie::decode(unsafe { bpf_get_attach_cookie(ctx.as_ptr()) });
+    let regs = Regs::read(ctx.regs);
+    let mut event = Event::ZERO;
+    event.pid = tgid;
+    event.tid = thread;
+    event.kind = kind;
+    event.function = cookie.function;
+    // SAFETY: reading the goroutine through the faulting-safe helper.
+    if let Ok(goid) = unsafe { bpf_probe_read_user((regs.r14 + cfg.goid_offset) as *const u64) } {
+        event.goid = goid;
+        event.flags |= FLAG_GOID;
+    }
+    Some((event, cookie, regs))
+}
+
+/// The argument registers and g, copied out of the context.
+#[derive(Clone, Copy)]
+struct Regs {
+    rax: u64,
+    rbx: u64,
+    rcx: u64,
+    rdi: u64,
+    r14: u64,
+}
+
+impl Regs {
+    /// Volatile loads at fixed offsets: the verifier refuses a context access at a computed
+    /// offset, which the optimiser would otherwise make of `reg()`'s match.
+    #[inline(always)]
+    fn read(regs: *const pt_regs) -> Self {
+        // SAFETY: `regs` is the probe's context; each field is read once at its own offset.
+        unsafe {
+            Self {
+                rax: core::ptr::read_volatile(&raw const (*regs).rax),
+                rbx: core::ptr::read_volatile(&raw const (*regs).rbx),
+                rcx: core::ptr::read_volatile(&raw const (*regs).rcx),
+                rdi: core::ptr::read_volatile(&raw const (*regs).rdi),
+                r14: core::ptr::read_volatile(&raw const (*regs).r14),
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn get(&self, r: Reg) -> u64 {
+        match r {
+            Reg::Rax => self.rax,
+            Reg::Rbx => self.rbx,
+            Reg::Rcx => self.rcx,
+            Reg::Rdi => self.rdi,
+        }
+    }
+}
+
+/// Copies the map header into the event and stamps the time.
+#[inline(always)]
+fn finish(event: &mut Event) {
+    // SAFETY: reading user memory through the faulting-safe helper.
+    if let Ok(header) = unsafe { bpf_probe_read_user(event.map as *const [u8; HEADER_BYTES]) } {
+        event.header = header;
+        event.flags |= FLAG_HEADER;
+    }
+    // SAFETY: plain helper call.
+    event.time_ns = unsafe { bpf_ktime_get_ns() };
+    if EVENTS.output::<Event>(event, 0).is_err() {
+        count(&LOST, 0);
+    }
+}
+
+#[inline(always)]
+fn count(array: &PerCpuArray<u64>, slot: u32) {
+    if let Some(n) = array.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *n += 1 };
+    }
 }
 
 #[uprobe]
@@ -55,63 +174,113 @@ fn config() -> Config {
 )]
 pub fn map_op(ctx: ProbeContext) -> u32 {
     let cfg = config();
-    let pid_tgid = bpf_get_current_pid_tgid();
-    #[expect(clippy::cast_possible_truncation, reason = "upper half is the tgid")]
-    let (tgid, thread) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
-    if tgid != cfg.tgid {
+    let Some((mut event, cookie, regs)) = start(&ctx, &cfg) else {
         return 0;
-    }
-    // SAFETY: the helper only reads the cookie of the running program.
-    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
-    let (kind, key_kind) = ProbeCookie::decode(cookie);
-    // SAFETY: uprobe context is the user registers of the trapping thread.
-    let regs = unsafe { &*ctx.regs };
-    let map = regs.rbx;
-
-    let mut event = Event {
-        time_ns: 0,
-        map,
-        key_hash: 0,
-        count: 0,
-        pid: tgid,
-        tid: thread,
-        kind,
-        flags: 0,
-        pad: [0; 6],
     };
-    if let Some(hash) = hash_key(key_kind, regs.rax, regs.rcx, regs.rdi, &cfg) {
+    event.map = regs.get(cookie.map);
+    if let Some(hash) = hash_key(cookie.key, &regs, &cfg) {
         event.key_hash = hash;
         event.flags |= FLAG_KEY;
     }
-    // SAFETY: reading user memory through the helper, which faults safely.
-    if let Ok(count) = unsafe { bpf_probe_read_user((map + cfg.map_count_offset) as *const u64) } {
-        event.count = count;
-        event.flags |= FLAG_COUNT;
+    finish(&mut event);
+    0
+}
+
+#[uprobe]
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "the signature aya's macro expects"
+)]
+pub fn call_entry(ctx: ProbeContext) -> u32 {
+    let cfg = config();
+    let Some((_, cookie, regs)) = start(&ctx, &cfg) else {
+        return 0;
+    };
+    let mut pending = Pending {
+        time_ns: 0,
+        map: regs.get(cookie.map),
+        detail: 0,
+        table: [0; TABLE_BYTES],
+        flags: 0,
+    };
+    if let Some(r) = cookie.detail {
+        pending.detail = regs.get(r);
+        pending.flags |= u64::from(FLAG_DETAIL);
     }
+    if cookie.table_in_rax {
+        // SAFETY: reading user memory through the faulting-safe helper.
+        if let Ok(t) = unsafe { bpf_probe_read_user(regs.rax as *const [u8; TABLE_BYTES]) } {
+            pending.table = t;
+            pending.flags |= u64::from(FLAG_TABLE);
+        }
+    }
+    let key = CallKey {
+        g: regs.r14,
+        function: u64::from(cookie.function),
+    };
     // SAFETY: plain helper call.
-    event.time_ns = unsafe { bpf_ktime_get_ns() };
-    submit(&event);
+    pending.time_ns = unsafe { bpf_ktime_get_ns() };
+    if PENDING.insert(key, pending, 0).is_ok() {
+        count(&CALLS, 2 * u32::from(cookie.function));
+    }
+    0
+}
+
+#[uprobe]
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "the signature aya's macro expects"
+)]
+pub fn call_return(ctx: ProbeContext) -> u32 {
+    // SAFETY: plain helper call; taken first so the probe's own work is not timed.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let cfg = config();
+    let Some((mut event, cookie, regs)) = start(&ctx, &cfg) else {
+        return 0;
+    };
+    let key = CallKey {
+        g: regs.r14,
+        function: u64::from(cookie.function),
+    };
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(pending) = (unsafe { PENDING.get(key) }).copied() else {
+        // Attached while this call was running: no entry time, so no event.
+        count(&CALLS, CALLS_ORPHANS);
+        return 0;
+    };
+    let _ = PENDING.remove(key);
+    count(&CALLS, 2 * u32::from(cookie.function) + 1);
+    event.map = pending.map;
+    event.duration_ns = now.saturating_sub(pending.time_ns);
+    event.detail = pending.detail;
+    event.table = pending.table;
+    #[expect(clippy::cast_possible_truncation, reason = "only flag bits are stored")]
+    {
+        event.flags |= pending.flags as u8;
+    }
+    finish(&mut event);
     0
 }
 
 /// Hash the key of the probed call as the contract defines it.
 #[inline(always)]
-fn hash_key(kind: KeyKind, rax: u64, rcx: u64, rdi: u64, cfg: &Config) -> Option<u64> {
+fn hash_key(kind: KeyKind, regs: &Regs, cfg: &Config) -> Option<u64> {
     match kind {
         KeyKind::None => None,
         #[expect(clippy::cast_possible_truncation, reason = "ECX holds the 32-bit key")]
-        KeyKind::U32 => Some(key_hash(&(rcx as u32).to_le_bytes())),
-        KeyKind::U64 => Some(key_hash(&rcx.to_le_bytes())),
-        KeyKind::Str => hash_user_bytes(rcx, rdi),
+        KeyKind::U32 => Some(key_hash(&(regs.rcx as u32).to_le_bytes())),
+        KeyKind::U64 => Some(key_hash(&regs.rcx.to_le_bytes())),
+        KeyKind::Str => hash_user_bytes(regs.rcx, regs.rdi),
         KeyKind::Mem => {
             // SAFETY: reads of user memory through the faulting-safe helper.
             let key_type: u64 =
-                unsafe { bpf_probe_read_user((rax + cfg.map_type_key_offset) as *const u64) }
+                unsafe { bpf_probe_read_user((regs.rax + cfg.map_type_key_offset) as *const u64) }
                     .ok()?;
+            // SAFETY: as above.
             let size: u64 =
                 unsafe { bpf_probe_read_user((key_type + cfg.type_size_offset) as *const u64) }
                     .ok()?;
-            hash_user_bytes(rcx, size)
+            hash_user_bytes(regs.rcx, size)
         }
     }
 }
@@ -133,16 +302,6 @@ fn hash_user_bytes(ptr: u64, len: u64) -> Option<u64> {
     // SAFETY: the helper copies at most `dst.len()` bytes and fails on a bad address.
     unsafe { bpf_probe_read_user_buf(ptr as *const u8, dst) }.ok()?;
     Some(key_hash(buf.get(..n)?))
-}
-
-#[inline(always)]
-fn submit(event: &Event) {
-    if EVENTS.output::<Event>(event, 0).is_err()
-        && let Some(lost) = LOST.get_ptr_mut(0)
-    {
-        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
-        unsafe { *lost += 1 };
-    }
 }
 
 #[cfg(not(test))]

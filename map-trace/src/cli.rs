@@ -71,7 +71,7 @@ pub struct TraceArgs {
     /// Write every event as a CSV row (`-` = standard output)
     #[arg(long, value_name = "PATH")]
     pub csv: Option<PathBuf>,
-    /// Comma list of event kinds to trace: assign, delete, clear (default: all)
+    /// Comma list of event kinds to trace: assign, delete, clear, grow, evacuate (default: all)
     #[arg(long, value_name = "LIST", value_parser = parse_events)]
     pub events: Option<EventSet>,
     /// Say more: which functions were probed where, which are missing from the binary

@@ -4,7 +4,7 @@
 
 use std::{fmt, ops::RangeInclusive};
 
-use map_trace_common::{EventKind, KeyKind};
+use map_trace_common::{EventKind, KeyKind, ProbeCookie, Reg};
 use thiserror::Error;
 
 use crate::target::binary::GoBinary;
@@ -98,73 +98,369 @@ impl GoVersion {
     }
 }
 
+/// What a timed function's event says in its `detail`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DetailKind {
+    None,
+    /// classic `hashGrow`: `double` or `same-size`, from the header's flags at return.
+    HashGrow,
+    /// classic `evacuate*`: the old bucket index (RCX at entry).
+    Evacuate,
+    /// swiss `growToSmall`.
+    Small,
+    /// swiss `growToTable`.
+    ToTable,
+    /// swiss `(*table).grow`: old capacity from the table (RAX), new capacity from RDI.
+    TableGrow,
+    /// swiss `(*table).split`.
+    Split,
+}
+
 /// A runtime function map-trace probes, and what a call to it means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MapFunction {
     pub symbol: &'static str,
     pub kind: EventKind,
     pub key: KeyKind,
+    /// Register holding the map header pointer at entry.
+    pub map: Reg,
+    pub detail: DetailKind,
 }
 
-const fn func(symbol: &'static str, kind: EventKind, key: KeyKind) -> MapFunction {
-    MapFunction { symbol, kind, key }
+impl MapFunction {
+    /// The attach cookie of this function's probes; `index` is its place in the plan.
+    #[must_use]
+    pub fn cookie(&self, index: u16) -> ProbeCookie {
+        ProbeCookie {
+            kind: self.kind,
+            key: self.key,
+            map: self.map,
+            detail: match self.detail {
+                DetailKind::Evacuate => Some(Reg::Rcx),
+                DetailKind::TableGrow => Some(Reg::Rdi),
+                _ => None,
+            },
+            table_in_rax: matches!(self.detail, DetailKind::TableGrow | DetailKind::Split),
+            function: index,
+        }
+    }
+}
+
+const fn op(symbol: &'static str, kind: EventKind, key: KeyKind) -> MapFunction {
+    MapFunction {
+        symbol,
+        kind,
+        key,
+        map: Reg::Rbx,
+        detail: DetailKind::None,
+    }
+}
+
+const fn timed(symbol: &'static str, kind: EventKind, map: Reg, detail: DetailKind) -> MapFunction {
+    MapFunction {
+        symbol,
+        kind,
+        key: KeyKind::None,
+        map,
+        detail,
+    }
 }
 
 /// The map entry points: the same names and register use from Go 1.21 to 1.27, both flavours.
-const MAP_FUNCTIONS: &[MapFunction] = &[
-    func("runtime.mapassign", EventKind::Assign, KeyKind::Mem),
-    func("runtime.mapassign_fast32", EventKind::Assign, KeyKind::U32),
-    func("runtime.mapassign_fast64", EventKind::Assign, KeyKind::U64),
-    func(
+const MAP_OPS: &[MapFunction] = &[
+    op("runtime.mapassign", EventKind::Assign, KeyKind::Mem),
+    op("runtime.mapassign_fast32", EventKind::Assign, KeyKind::U32),
+    op("runtime.mapassign_fast64", EventKind::Assign, KeyKind::U64),
+    op(
         "runtime.mapassign_fast64ptr",
         EventKind::Assign,
         KeyKind::U64,
     ),
-    func("runtime.mapassign_faststr", EventKind::Assign, KeyKind::Str),
-    func("runtime.mapdelete", EventKind::Delete, KeyKind::Mem),
-    func("runtime.mapdelete_fast32", EventKind::Delete, KeyKind::U32),
-    func("runtime.mapdelete_fast64", EventKind::Delete, KeyKind::U64),
-    func("runtime.mapdelete_faststr", EventKind::Delete, KeyKind::Str),
-    func("runtime.mapclear", EventKind::Clear, KeyKind::None),
+    op("runtime.mapassign_faststr", EventKind::Assign, KeyKind::Str),
+    op("runtime.mapdelete", EventKind::Delete, KeyKind::Mem),
+    op("runtime.mapdelete_fast32", EventKind::Delete, KeyKind::U32),
+    op("runtime.mapdelete_fast64", EventKind::Delete, KeyKind::U64),
+    op("runtime.mapdelete_faststr", EventKind::Delete, KeyKind::Str),
+    op("runtime.mapclear", EventKind::Clear, KeyKind::None),
 ];
+
+/// Classic growth: `hashGrow(t, h)` allocates, `evacuate*(t, h, oldbucket)` moves buckets.
+const CLASSIC_GROWTH: &[MapFunction] = &[
+    timed(
+        "runtime.hashGrow",
+        EventKind::Grow,
+        Reg::Rbx,
+        DetailKind::HashGrow,
+    ),
+    timed(
+        "runtime.evacuate",
+        EventKind::Evacuate,
+        Reg::Rbx,
+        DetailKind::Evacuate,
+    ),
+    timed(
+        "runtime.evacuate_fast32",
+        EventKind::Evacuate,
+        Reg::Rbx,
+        DetailKind::Evacuate,
+    ),
+    timed(
+        "runtime.evacuate_fast64",
+        EventKind::Evacuate,
+        Reg::Rbx,
+        DetailKind::Evacuate,
+    ),
+    timed(
+        "runtime.evacuate_faststr",
+        EventKind::Evacuate,
+        Reg::Rbx,
+        DetailKind::Evacuate,
+    ),
+];
+
+/// Swiss growth: methods of `*Map` (map in RAX) and `*table` (table in RAX, map in RCX).
+const SWISS_GROWTH: &[MapFunction] = &[
+    timed(
+        "internal/runtime/maps.(*Map).growToSmall",
+        EventKind::Grow,
+        Reg::Rax,
+        DetailKind::Small,
+    ),
+    timed(
+        "internal/runtime/maps.(*Map).growToTable",
+        EventKind::Grow,
+        Reg::Rax,
+        DetailKind::ToTable,
+    ),
+    timed(
+        "internal/runtime/maps.(*table).grow",
+        EventKind::Grow,
+        Reg::Rcx,
+        DetailKind::TableGrow,
+    ),
+    timed(
+        "internal/runtime/maps.(*table).split",
+        EventKind::Grow,
+        Reg::Rcx,
+        DetailKind::Split,
+    ),
+];
+
+/// Where the map header keeps what map-trace reports (byte offsets, checked against DWARF).
+#[derive(Debug, PartialEq, Eq)]
+pub enum HeaderLayout {
+    /// `runtime.hmap`.
+    Classic {
+        count: usize,
+        flags: usize,
+        b: usize,
+        noverflow: usize,
+        oldbuckets: usize,
+        nevacuate: usize,
+        /// `hmap.flags` bit set while a same-size grow is in progress.
+        same_size_flag: u8,
+    },
+    /// `internal/runtime/maps.Map`, and its `table` for table events.
+    Swiss {
+        used: usize,
+        dir_len: usize,
+        global_depth: usize,
+        table_capacity: usize,
+        table_growth_left: usize,
+    },
+}
+
+/// A map's header as read at an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapState {
+    Classic {
+        count: u64,
+        /// log2 of the number of buckets.
+        b: u8,
+        noverflow: u16,
+        /// `oldbuckets` is set: evacuation still has work to do.
+        growing: bool,
+        same_size: bool,
+        /// Old buckets evacuated so far.
+        nevacuate: u64,
+    },
+    Swiss {
+        used: u64,
+        /// Tables in the directory; 0 for a small map (one group, no table).
+        tables: u64,
+        global_depth: u8,
+    },
+}
+
+impl MapState {
+    #[must_use]
+    pub fn count(&self) -> u64 {
+        match *self {
+            MapState::Classic { count, .. } => count,
+            MapState::Swiss { used, .. } => used,
+        }
+    }
+}
+
+/// A swiss table's header, read at a table event's entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableState {
+    pub capacity: u16,
+    pub growth_left: u16,
+}
+
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    b.get(at..at + 8)
+        .and_then(|s| s.try_into().ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
+fn le_u16(b: &[u8], at: usize) -> u16 {
+    b.get(at..at + 2)
+        .and_then(|s| s.try_into().ok())
+        .map_or(0, u16::from_le_bytes)
+}
+
+fn byte(b: &[u8], at: usize) -> u8 {
+    b.get(at).copied().unwrap_or(0)
+}
+
+impl HeaderLayout {
+    /// Reads the map header bytes copied by the eBPF program.
+    #[must_use]
+    pub fn decode(&self, h: &[u8]) -> MapState {
+        match *self {
+            HeaderLayout::Classic {
+                count,
+                flags,
+                b,
+                noverflow,
+                oldbuckets,
+                nevacuate,
+                same_size_flag,
+            } => MapState::Classic {
+                count: le_u64(h, count),
+                b: byte(h, b),
+                noverflow: le_u16(h, noverflow),
+                growing: le_u64(h, oldbuckets) != 0,
+                same_size: byte(h, flags) & same_size_flag != 0,
+                nevacuate: le_u64(h, nevacuate),
+            },
+            HeaderLayout::Swiss {
+                used,
+                dir_len,
+                global_depth,
+                ..
+            } => MapState::Swiss {
+                used: le_u64(h, used),
+                tables: le_u64(h, dir_len),
+                global_depth: byte(h, global_depth),
+            },
+        }
+    }
+
+    /// Reads a swiss table header; `None` for classic maps.
+    #[must_use]
+    pub fn decode_table(&self, t: &[u8]) -> Option<TableState> {
+        match *self {
+            HeaderLayout::Classic { .. } => None,
+            HeaderLayout::Swiss {
+                table_capacity,
+                table_growth_left,
+                ..
+            } => Some(TableState {
+                capacity: le_u16(t, table_capacity),
+                growth_left: le_u16(t, table_growth_left),
+            }),
+        }
+    }
+}
+
+const CLASSIC_HEADER: HeaderLayout = HeaderLayout::Classic {
+    count: 0,
+    flags: 8,
+    b: 9,
+    noverflow: 10,
+    oldbuckets: 24,
+    nevacuate: 32,
+    same_size_flag: 8,
+};
+
+const SWISS_HEADER: HeaderLayout = HeaderLayout::Swiss {
+    used: 0,
+    dir_len: 24,
+    global_depth: 32,
+    table_capacity: 2,
+    table_growth_left: 4,
+};
 
 /// Everything version-specific about one range of Go releases and one map flavour.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Layout {
     pub minors: RangeInclusive<u32>,
     pub flavour: Flavour,
-    pub functions: &'static [MapFunction],
+    /// The functions to probe, in plan order: map operations, then growth.
+    pub functions: [&'static [MapFunction]; 2],
     /// `g.stackguard0`: what the prologue's stack check compares against (R14 + this).
     pub stackguard0_offset: u64,
-    /// Element count in the map header: `hmap.count` (int) or `maps.Map.used` (uint64).
-    pub map_count_offset: u64,
-    /// `*abi.Type` of the key in the map type (`MapType.Key`, `OldMapType.Key`).
+    /// `g.goid`.
+    pub goid_offset: u64,
+    /// `*abi.Type` of the key in the map type (`MapType.Key`, `OldMapType.Key`,
+    /// `SwissMapType.Key`).
     pub map_type_key_offset: u64,
     /// `abi.Type.Size_`.
     pub type_size_offset: u64,
+    pub header: HeaderLayout,
 }
 
-/// The one table of per-version facts (see ../shared/docs/go-runtime.md; checked against
-/// DWARF by the integration tests).
-pub static LAYOUTS: &[Layout] = &[
+impl Layout {
+    /// Every probed function, in plan order.
+    pub fn all_functions(&self) -> impl Iterator<Item = &'static MapFunction> + use<> {
+        self.functions.into_iter().flatten()
+    }
+
+    /// The function at `index` of [`Layout::all_functions`].
+    #[must_use]
+    pub fn function(&self, index: u16) -> Option<&'static MapFunction> {
+        self.all_functions().nth(usize::from(index))
+    }
+}
+
+const fn classic(minors: RangeInclusive<u32>, goid_offset: u64) -> Layout {
     Layout {
-        minors: 21..=25,
+        minors,
         flavour: Flavour::Classic,
-        functions: MAP_FUNCTIONS,
+        functions: [MAP_OPS, CLASSIC_GROWTH],
         stackguard0_offset: 0x10,
-        map_count_offset: 0,
+        goid_offset,
         map_type_key_offset: 48,
         type_size_offset: 0,
-    },
+        header: CLASSIC_HEADER,
+    }
+}
+
+const fn swiss(minors: RangeInclusive<u32>, goid_offset: u64) -> Layout {
     Layout {
-        minors: 24..=27,
+        minors,
         flavour: Flavour::Swiss,
-        functions: MAP_FUNCTIONS,
+        functions: [MAP_OPS, SWISS_GROWTH],
         stackguard0_offset: 0x10,
-        map_count_offset: 0,
+        goid_offset,
         map_type_key_offset: 48,
         type_size_offset: 0,
-    },
+        header: SWISS_HEADER,
+    }
+}
+
+/// The one table of per-version facts (see ../shared/docs/go-runtime.md; every row is
+/// checked against the DWARF of a real binary by the integration tests). `g.goid` moved in
+/// Go 1.23 and back in 1.25.
+pub static LAYOUTS: &[Layout] = &[
+    classic(21..=22, 152),
+    classic(23..=24, 160),
+    classic(25..=25, 152),
+    swiss(24..=24, 160),
+    swiss(25..=27, 152),
 ];
 
 /// Symbols that only one flavour's runtime has.
@@ -293,6 +589,76 @@ mod tests {
             Runtime::new(v, Flavour::Swiss),
             Err(RuntimeError::NoLayout { .. })
         ));
+    }
+
+    #[test]
+    fn decodes_headers() {
+        let mut h = [0_u8; 48];
+        h[0] = 100;
+        h[8] = 8; // same-size grow flag
+        h[9] = 4;
+        h[10] = 3;
+        h[24] = 1; // oldbuckets set
+        h[32] = 5;
+        assert_eq!(
+            CLASSIC_HEADER.decode(&h),
+            MapState::Classic {
+                count: 100,
+                b: 4,
+                noverflow: 3,
+                growing: true,
+                same_size: true,
+                nevacuate: 5
+            }
+        );
+        let mut h = [0_u8; 48];
+        h[0] = 9;
+        h[24] = 2;
+        h[32] = 1;
+        let state = SWISS_HEADER.decode(&h);
+        assert_eq!(
+            state,
+            MapState::Swiss {
+                used: 9,
+                tables: 2,
+                global_depth: 1
+            }
+        );
+        assert_eq!(state.count(), 9);
+        let t = [5, 0, 0, 4, 7, 0, 0, 0];
+        assert_eq!(
+            SWISS_HEADER.decode_table(&t),
+            Some(TableState {
+                capacity: 1024,
+                growth_left: 7
+            })
+        );
+        assert_eq!(CLASSIC_HEADER.decode_table(&t), None);
+        // Short input reads as zeros rather than panicking.
+        assert_eq!(CLASSIC_HEADER.decode(&[1]).count(), 0);
+    }
+
+    #[test]
+    fn cookies_name_each_functions_registers() {
+        let swiss = LAYOUTS
+            .iter()
+            .find(|l| l.flavour == Flavour::Swiss)
+            .unwrap();
+        let grow = swiss
+            .all_functions()
+            .position(|f| f.detail == DetailKind::TableGrow)
+            .unwrap();
+        let f = swiss.function(u16::try_from(grow).unwrap()).unwrap();
+        let cookie = f.cookie(7);
+        assert_eq!(
+            (cookie.map, cookie.detail, cookie.table_in_rax),
+            (Reg::Rcx, Some(Reg::Rdi), true)
+        );
+        let op = swiss.function(0).unwrap().cookie(0);
+        assert_eq!(
+            (op.map, op.detail, op.table_in_rax),
+            (Reg::Rbx, None, false)
+        );
     }
 
     #[test]

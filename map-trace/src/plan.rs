@@ -1,7 +1,8 @@
 //! From a binary and its runtime's layout to the exact probe points: which functions exist,
-//! where each one's body starts after the stack check, and at which file offset.
+//! where each one's body starts after the stack check, where it returns, and at which file
+//! offsets.
 
-use map_trace_common::ProbeCookie;
+use map_trace_common::{MAX_FUNCTIONS, ProbeCookie};
 use thiserror::Error;
 
 use crate::{
@@ -24,10 +25,22 @@ pub enum PlanError {
     Function { symbol: &'static str, what: String },
 }
 
+/// Which eBPF program a probe runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// A map operation, reported at entry.
+    Op,
+    /// Entry of a timed call.
+    Entry,
+    /// A RET of a timed call.
+    Return,
+}
+
 /// One uprobe to attach.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProbePoint {
-    pub function: MapFunction,
+    pub function: &'static MapFunction,
+    pub role: Role,
     /// Virtual address of the probed instruction.
     pub addr: u64,
     /// Where that instruction is in the file: what the kernel attaches uprobes by.
@@ -49,12 +62,10 @@ pub fn plan(binary: &GoBinary, runtime: &Runtime, events: &EventSet) -> Result<P
     }
     let mut points = Vec::new();
     let mut missing = Vec::new();
-    for &function in runtime
-        .layout
-        .functions
-        .iter()
-        .filter(|f| events.contains(f.kind))
-    {
+    for (index, function) in runtime.layout.all_functions().enumerate() {
+        if !events.contains(function.kind) {
+            continue;
+        }
         let Some(bounds) = binary.function(function.symbol) else {
             missing.push(function.symbol);
             continue;
@@ -63,24 +74,44 @@ pub fn plan(binary: &GoBinary, runtime: &Runtime, events: &EventSet) -> Result<P
             symbol: function.symbol,
             what,
         };
+        let index = u16::try_from(index)
+            .ok()
+            .filter(|i| u32::from(*i) < MAX_FUNCTIONS)
+            .ok_or_else(|| fail("too many functions in the plan".into()))?;
+        let cookie = function.cookie(index);
         let code = binary
             .code(bounds)
             .ok_or_else(|| fail("code is outside the file".into()))?;
-        let addr =
+        let entry =
             disasm::entry_after_prologue(code, bounds.addr, runtime.layout.stackguard0_offset)
                 .map_err(|e| fail(e.to_string()))?;
-        let file_offset = binary
-            .file_offset(addr)
-            .ok_or_else(|| fail(format!("{addr:#x} is in no loaded segment")))?;
-        points.push(ProbePoint {
-            function,
-            addr,
-            file_offset,
-            cookie: ProbeCookie {
-                kind: function.kind,
-                key: function.key,
+        let mut sites = vec![(
+            entry,
+            if function.kind.is_timed() {
+                Role::Entry
+            } else {
+                Role::Op
             },
-        });
+        )];
+        if function.kind.is_timed() {
+            let rets = disasm::return_sites(code, bounds.addr).map_err(|e| fail(e.to_string()))?;
+            if rets.is_empty() {
+                return Err(fail("no RET instruction found".into()));
+            }
+            sites.extend(rets.into_iter().map(|ret| (ret, Role::Return)));
+        }
+        for (addr, role) in sites {
+            let file_offset = binary
+                .file_offset(addr)
+                .ok_or_else(|| fail(format!("{addr:#x} is in no loaded segment")))?;
+            points.push(ProbePoint {
+                function,
+                role,
+                addr,
+                file_offset,
+                cookie,
+            });
+        }
     }
     if points.is_empty() {
         return Err(PlanError::NothingToProbe { path: path() });

@@ -21,15 +21,15 @@ use crate::{
     aggregate::Aggregate,
     cli::{Target, TraceOptions},
     events,
-    goruntime::Runtime,
+    goruntime::{Layout, Runtime},
     output::{
         Exporter,
         csv::CsvExporter,
-        summary::{self, RunInfo},
+        summary::{self, RunInfo, TimedCalls},
     },
-    plan::{self, Plan},
+    plan::{self, Plan, Role},
     privileges,
-    probes::{self, Probes},
+    probes::{Counters, Probes},
     target::{
         binary::GoBinary,
         launch::{HeldChild, resolve_command},
@@ -69,7 +69,7 @@ pub fn run(opts: &TraceOptions) -> anyhow::Result<()> {
         describe_plan(&plan);
     }
     let csv_to_stdout = opts.csv.as_deref() == Some(Path::new("-"));
-    let mut exporters = open_exporters(opts)?;
+    let exporters = open_exporters(opts)?;
 
     let (pid, pidfd, mut child) = match tracee {
         Tracee::Running { pid, pidfd } => (pid, pidfd, None),
@@ -84,11 +84,11 @@ pub fn run(opts: &TraceOptions) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the event loop")?;
-    let (agg, info) = rt.block_on(async {
+    let (sink, info) = rt.block_on(async {
         let mut ends = Ends::new(opts.duration)?;
         let mut probes = Probes::attach(&plan, &runtime, &exe, pid)?;
         let ring = probes.take_events()?;
-        let lost = probes.take_lost()?;
+        let counters = probes.take_counters()?;
         eprintln!(
             "attached {} probes to pid {pid} ({}, {} maps)",
             probes.attached(),
@@ -99,29 +99,36 @@ pub fn run(opts: &TraceOptions) -> anyhow::Result<()> {
             child.release()?;
         }
         let started = Instant::now();
-        let mut agg = Aggregate::default();
+        let mut sink = Sink {
+            layout: runtime.layout,
+            agg: Aggregate::default(),
+            exporters,
+        };
         let mut ring = watch(ring).context("watching the ring buffer")?;
-        ends.wait(&mut ring, pidfd, &mut agg, &mut exporters)
-            .await?;
+        ends.wait(&mut ring, pidfd, &mut sink).await?;
         let attached = probes.attached();
         // The traced window; removing probes afterwards takes the kernel ~0.1 s each.
         let elapsed = started.elapsed();
         // Nothing new can arrive once the probes are gone; then take what is left.
-        probes.detach();
-        drain(ring.get_mut(), &mut agg, &mut exporters, usize::MAX)?;
+        probes.detach()?;
+        sink.drain(ring.get_mut(), usize::MAX)?;
         let info = RunInfo {
             pid,
             go_version: runtime.version.raw.clone(),
             flavour: runtime.flavour,
             probes: attached,
             elapsed,
-            lost: probes::lost_events(&lost)?,
+            lost: counters.lost()?,
+            calls: timed_calls(&plan, &counters, opts.verbose)?,
         };
-        anyhow::Ok((agg, info))
+        anyhow::Ok((sink, info))
     })?;
     if let Some(child) = &child {
         child.reap();
     }
+    let Sink {
+        agg, mut exporters, ..
+    } = sink;
     for exporter in &mut exporters {
         exporter.finish()?;
     }
@@ -138,8 +145,8 @@ pub fn run(opts: &TraceOptions) -> anyhow::Result<()> {
 fn describe_plan(plan: &Plan) {
     for p in &plan.points {
         eprintln!(
-            "probe {} at {:#x} (file offset {:#x})",
-            p.function.symbol, p.addr, p.file_offset
+            "probe {} {:?} at {:#x} (file offset {:#x})",
+            p.function.symbol, p.role, p.addr, p.file_offset
         );
     }
     for symbol in &plan.missing {
@@ -188,8 +195,7 @@ impl Ends {
         &mut self,
         ring: &mut AsyncFd<RingBuf<MapData>>,
         pidfd: OwnedFd,
-        agg: &mut Aggregate,
-        exporters: &mut [Box<dyn Exporter>],
+        sink: &mut Sink,
     ) -> anyhow::Result<()> {
         let exited = watch(pidfd).context("watching the target")?;
         let deadline = tokio::time::sleep(self.duration.unwrap_or(Duration::MAX));
@@ -200,7 +206,7 @@ impl Ends {
                     let mut guard = guard.context("polling the ring buffer")?;
                     // Readiness is cleared only once the buffer is empty: the kernel wakes
                     // a reader only after it has caught up, so clearing early would stall.
-                    if drain(guard.get_inner_mut(), agg, exporters, BATCH)? {
+                    if sink.drain(guard.get_inner_mut(), BATCH)? {
                         guard.clear_ready();
                     } else {
                         drop(guard);
@@ -227,23 +233,48 @@ fn watch<T: AsRawFd>(inner: T) -> io::Result<AsyncFd<T>> {
 /// At most this many records are handled per wake-up before the loop looks at the rest.
 const BATCH: usize = 4096;
 
-/// Hands up to `limit` records now in the ring buffer to the aggregate and the exporters;
-/// true when it emptied the buffer.
-fn drain(
-    ring: &mut RingBuf<MapData>,
-    agg: &mut Aggregate,
-    exporters: &mut [Box<dyn Exporter>],
-    limit: usize,
-) -> anyhow::Result<bool> {
-    for _ in 0..limit {
-        let Some(record) = ring.next() else {
-            return Ok(true);
-        };
-        let event = events::decode(&record)?;
-        agg.record(&event);
-        for exporter in exporters.iter_mut() {
-            exporter.event(&event)?;
+/// Where decoded events go.
+struct Sink {
+    layout: &'static Layout,
+    agg: Aggregate,
+    exporters: Vec<Box<dyn Exporter>>,
+}
+
+impl Sink {
+    /// Hands up to `limit` records now in the ring buffer to the aggregate and the
+    /// exporters; true when it emptied the buffer.
+    fn drain(&mut self, ring: &mut RingBuf<MapData>, limit: usize) -> anyhow::Result<bool> {
+        for _ in 0..limit {
+            let Some(record) = ring.next() else {
+                return Ok(true);
+            };
+            let event = events::decode(&record, self.layout)?;
+            self.agg.record(&event);
+            for exporter in &mut self.exporters {
+                exporter.event(&event)?;
+            }
         }
+        Ok(false)
     }
-    Ok(false)
+}
+
+/// Timed calls over the plan's timed functions, listed per function with `-v`.
+fn timed_calls(plan: &Plan, counters: &Counters, verbose: bool) -> anyhow::Result<TimedCalls> {
+    let mut total = TimedCalls {
+        orphans: counters.orphan_returns()?,
+        ..TimedCalls::default()
+    };
+    let timed = plan.points.iter().filter(|p| p.role == Role::Entry);
+    for point in timed {
+        let c = counters.calls(point.cookie.function)?;
+        if verbose {
+            eprintln!(
+                "timed {}: {} entered, {} returned",
+                point.function.symbol, c.entered, c.returned
+            );
+        }
+        total.entered += c.entered;
+        total.returned += c.returned;
+    }
+    Ok(total)
 }

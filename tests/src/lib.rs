@@ -82,16 +82,96 @@ pub fn go_command(version: &str, dir: &Path) -> Command {
     cmd
 }
 
+/// A Go build to test against: a release and its `GOEXPERIMENT` (empty for none).
+#[derive(Clone, Copy, Debug)]
+pub struct Variant {
+    pub go: &'static str,
+    pub experiment: &'static str,
+}
+
+/// Every build map-trace supports, as the support matrix lists them.
+pub const VARIANTS: [Variant; 10] = [
+    Variant {
+        go: "1.21.13",
+        experiment: "",
+    },
+    Variant {
+        go: "1.22.10",
+        experiment: "",
+    },
+    Variant {
+        go: "1.23.9",
+        experiment: "",
+    },
+    Variant {
+        go: "1.24.11",
+        experiment: "",
+    },
+    Variant {
+        go: "1.24.11",
+        experiment: "noswissmap",
+    },
+    Variant {
+        go: "1.25.5",
+        experiment: "",
+    },
+    Variant {
+        go: "1.25.5",
+        experiment: "noswissmap",
+    },
+    Variant {
+        go: "1.26.6",
+        experiment: "",
+    },
+    Variant {
+        go: "1.27.3",
+        experiment: "",
+    },
+    Variant {
+        go: "1.27.3",
+        experiment: "mapsplitgroup",
+    },
+];
+
+impl Variant {
+    /// The map implementation this build has: classic up to 1.23 and with `noswissmap`.
+    #[must_use]
+    pub fn flavour(&self) -> &'static str {
+        let minor: u32 = self
+            .go
+            .split('.')
+            .nth(1)
+            .and_then(|m| m.parse().ok())
+            .expect("minor");
+        if minor <= 23 || self.experiment == "noswissmap" {
+            "classic"
+        } else {
+            "swiss"
+        }
+    }
+
+    /// Builds `tests/go/<program>` as this variant.
+    #[must_use]
+    pub fn build(&self, program: &str) -> PathBuf {
+        build_go_with(program, self.go, self.experiment)
+    }
+}
+
 /// Builds `tests/go/<program>` with Go `version` (once per test run) and returns the binary.
 #[must_use]
 pub fn build_go(program: &str, version: &str) -> PathBuf {
+    build_go_with(program, version, "")
+}
+
+fn build_go_with(program: &str, version: &str, experiment: &str) -> PathBuf {
     let out_dir = workspace_root().join("target/go-test-bins");
-    let out = out_dir.join(format!("{program}-go{version}"));
+    let out = out_dir.join(format!("{program}-go{version}{experiment}"));
     let _guard = GO_BUILD
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let src = workspace_root().join("tests/go").join(program);
     let status = go_command(version, &src)
+        .env("GOEXPERIMENT", experiment)
         .args(["build", "-o"])
         .arg(&out)
         .arg(".")
@@ -187,10 +267,10 @@ pub fn assert_events_match(report: &Report, rows: &[Row], pid: u32) {
             clear_counts, m.clear_counts,
             "{what}: element count at each clear"
         );
-        assert!(
-            mine.iter()
-                .all(|r| r["key_hash"].is_empty() == (r["event"] == "clear"))
-        );
+        // Only assigns and deletes carry a key.
+        assert!(mine.iter().all(|r| {
+            r["key_hash"].is_empty() != matches!(r["event"].as_str(), "assign" | "delete")
+        }));
     }
     let mut last_by_tid: HashMap<&str, u64> = HashMap::new();
     for r in rows {
@@ -409,4 +489,56 @@ pub fn assert_one_error_line(f: &Finished, mentions: &str) {
         line.contains(mentions),
         "`{line}` should mention `{mentions}`"
     );
+}
+
+/// Member offsets of the named structs in `bin`'s DWARF: struct name → member → offset.
+/// Go compresses its debug sections; `object` inflates them.
+#[must_use]
+pub fn dwarf_struct_offsets(bin: &Path, names: &[&str]) -> HashMap<String, HashMap<String, u64>> {
+    use object::{Object as _, ObjectSection as _};
+    let data = std::fs::read(bin).expect("read binary");
+    let file = object::File::parse(&*data).expect("parse ELF");
+    let sections = gimli::DwarfSections::load(|id| {
+        file.section_by_name(id.name())
+            .map(|s| s.uncompressed_data())
+            .transpose()
+            .map(Option::unwrap_or_default)
+    })
+    .expect("DWARF sections");
+    let dwarf = sections.borrow(|s| gimli::EndianSlice::new(s, gimli::LittleEndian));
+    let mut found: HashMap<String, HashMap<String, u64>> = HashMap::new();
+    let mut units = dwarf.units();
+    while let Some(header) = units.next().expect("unit header") {
+        let unit = dwarf.unit(header).expect("unit");
+        let mut cursor = unit.entries();
+        // (struct name, its depth) while inside a wanted struct.
+        let mut inside: Option<(String, isize)> = None;
+        while let Some(entry) = cursor.next_dfs().expect("DIE") {
+            let depth = entry.depth();
+            if inside.as_ref().is_some_and(|(_, d)| depth <= *d) {
+                inside = None;
+            }
+            let name = entry
+                .attr_value(gimli::DW_AT_name)
+                .and_then(|v| dwarf.attr_string(&unit, v).ok())
+                .map(|s| s.to_string_lossy().into_owned());
+            match (entry.tag(), name, &inside) {
+                (gimli::DW_TAG_structure_type, Some(n), None)
+                    if names.contains(&n.as_str()) && !found.contains_key(&n) =>
+                {
+                    found.insert(n.clone(), HashMap::new());
+                    inside = Some((n, depth));
+                }
+                (gimli::DW_TAG_member, Some(member), Some((s, d))) if depth == d + 1 => {
+                    let offset = entry
+                        .attr_value(gimli::DW_AT_data_member_location)
+                        .and_then(|v| v.udata_value())
+                        .expect("member offset");
+                    found.get_mut(s).expect("struct").insert(member, offset);
+                }
+                _ => {}
+            }
+        }
+    }
+    found
 }

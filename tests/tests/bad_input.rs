@@ -52,7 +52,8 @@ fn process_that_is_not_go() {
     let mut sleeper = Command::new("sleep").arg("600").spawn().unwrap();
     let f = run_map_trace(&["--pid", &sleeper.id().to_string()], LIMIT);
     assert_one_error_line(&f, "not a Go program");
-    assert_eq!(integration_tests::proc_state(sleeper.id()), 'S');
+    let state = integration_tests::proc_state(sleeper.id());
+    assert!(matches!(state, 'S' | 'R'), "sleep left in state {state}");
     sleeper.kill().unwrap();
     sleeper.wait().unwrap();
 }

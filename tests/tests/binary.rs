@@ -13,7 +13,7 @@ use integration_tests::{build_go, go_command, go_versions};
 use map_trace::{
     cli::EventSet,
     goruntime::{Flavour, GoVersion, Runtime, detect_flavour},
-    plan,
+    plan::{self, Role},
     target::{binary::GoBinary, disasm},
 };
 
@@ -81,14 +81,19 @@ fn probes_sit_after_the_stack_check_and_every_ret_is_found() {
         let binary = GoBinary::open(&bin).unwrap();
         let runtime = Runtime::of(&binary).unwrap();
         let plan = plan::plan(&binary, &runtime, &EventSet::all()).unwrap();
-        // mapops uses every key kind, assign, delete and clear.
+        // mapops uses every key kind, assign, delete and clear, and its maps grow.
+        let entries: Vec<_> = plan
+            .points
+            .iter()
+            .filter(|p| p.role != Role::Return)
+            .collect();
         assert_eq!(
-            plan.points.len(),
-            runtime.layout.functions.len(),
+            entries.len(),
+            runtime.layout.all_functions().count(),
             "go{go}: {:?}",
             plan.missing
         );
-        for point in &plan.points {
+        for point in entries {
             let symbol = point.function.symbol;
             let insns = objdump(&go, &bin, symbol);
             let jbe = insns
@@ -121,6 +126,22 @@ fn probes_sit_after_the_stack_check_and_every_ret_is_found() {
                 .collect();
             assert!(!rets.is_empty());
             assert_eq!(found, rets, "go{go} {symbol}: RET sites");
+            let planned: BTreeSet<u64> = plan
+                .points
+                .iter()
+                .filter(|p| p.role == Role::Return && p.function.symbol == symbol)
+                .map(|p| p.addr)
+                .collect();
+            if point.function.kind.is_timed() {
+                assert_eq!(point.role, Role::Entry);
+                assert_eq!(planned, rets, "go{go} {symbol}: exit probes");
+            } else {
+                assert_eq!(point.role, Role::Op);
+                assert!(
+                    planned.is_empty(),
+                    "go{go} {symbol}: exit probes on an operation"
+                );
+            }
         }
     }
 }

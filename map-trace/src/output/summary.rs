@@ -2,7 +2,10 @@
 
 use std::{fmt::Write as _, time::Duration};
 
-use crate::{aggregate::Aggregate, goruntime::Flavour};
+use crate::{
+    aggregate::{Aggregate, MapStats, Timing},
+    goruntime::{Flavour, MapState},
+};
 
 /// Facts about the run that the summary states besides the aggregate.
 #[derive(Debug)]
@@ -13,6 +16,95 @@ pub struct RunInfo {
     pub probes: usize,
     pub elapsed: Duration,
     pub lost: u64,
+    pub calls: TimedCalls,
+}
+
+/// Timed calls (grow, evacuate) as the eBPF programs counted them: entries and returns must
+/// balance, unless a call was still running when tracing ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimedCalls {
+    pub entered: u64,
+    pub returned: u64,
+    /// Returns without an entry: calls already running when the probes were attached.
+    pub orphans: u64,
+}
+
+fn ms(ns: u64) -> String {
+    #[expect(clippy::cast_precision_loss, reason = "display only")]
+    let ms = ns as f64 / 1e6;
+    format!("{ms:.3} ms")
+}
+
+fn timing(what: &str, t: &Timing) -> String {
+    format!(
+        "{what} {}, total {}, worst {}",
+        t.count,
+        ms(t.total_ns),
+        ms(t.worst_ns)
+    )
+}
+
+/// The map's shape at its last event: buckets or tables, load, growth in progress.
+fn shape(m: &MapStats) -> Option<String> {
+    #[expect(clippy::cast_precision_loss, reason = "display only")]
+    let load = |count: u64, slots: u64| format!("load {:.2}", count as f64 / slots as f64);
+    Some(match m.last_state? {
+        MapState::Classic {
+            count,
+            b,
+            noverflow,
+            growing,
+            same_size,
+            nevacuate,
+        } => {
+            let buckets = 1_u64 << b.min(63);
+            let mut s = format!(
+                "2^{b} buckets, {} per bucket, {noverflow} overflow buckets",
+                load(count, buckets)
+            );
+            if growing {
+                let old = if same_size { buckets } else { buckets / 2 };
+                let _ = write!(
+                    s,
+                    "; growth in progress: {nevacuate}/{old} old buckets evacuated"
+                );
+            }
+            s
+        }
+        MapState::Swiss {
+            used, tables: 0, ..
+        } => format!("small (one group of 8), {}", load(used, 8)),
+        MapState::Swiss {
+            used,
+            tables,
+            global_depth,
+        } => {
+            let mut s = format!("{tables} table(s), global depth {global_depth}");
+            if let Some(cap) = m.table_capacity {
+                let _ = write!(s, ", last table capacity {cap}");
+                if tables == 1 {
+                    let _ = write!(s, ", {}", load(used, u64::from(cap)));
+                }
+            }
+            s
+        }
+    })
+}
+
+fn growth(m: &MapStats) -> Option<String> {
+    let mut parts = Vec::new();
+    if m.grow_count() > 0 {
+        let kinds: Vec<String> = m.grows.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        parts.push(format!(
+            "{} ({})",
+            timing("grows", &m.grow_time),
+            kinds.join(", ")
+        ));
+    }
+    if m.evacuate_time.count > 0 {
+        parts.push(timing("evacuations", &m.evacuate_time));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 #[must_use]
@@ -30,32 +122,49 @@ pub fn render(agg: &Aggregate, run: &RunInfo) -> String {
     );
     let _ = writeln!(
         s,
-        "{:<18} {:<8} {:>10} {:>10} {:>8} {:>10}",
-        "map", "flavour", "assigns", "deletes", "clears", "count"
+        "{:<18} {:<8} {:>10} {:>10} {:>8} {:>10} {:>6} {:>8}",
+        "map", "flavour", "assigns", "deletes", "clears", "count", "grows", "evacs"
     );
     for (addr, m) in &agg.maps {
         let count = m
-            .last_count
-            .map_or_else(|| "-".to_owned(), |c| c.to_string());
+            .last_state
+            .map_or_else(|| "-".to_owned(), |st| st.count().to_string());
         let _ = writeln!(
             s,
-            "{:<18} {:<8} {:>10} {:>10} {:>8} {:>10}",
+            "{:<18} {:<8} {:>10} {:>10} {:>8} {:>10} {:>6} {:>8}",
             format!("{addr:#x}"),
             run.flavour.to_string(),
             m.assigns,
             m.deletes,
             m.clears,
-            count
+            count,
+            m.grow_count(),
+            m.evacuate_time.count
         );
+        for line in [shape(m), growth(m)].into_iter().flatten() {
+            let _ = writeln!(s, "    {line}");
+        }
     }
     let t = agg.totals();
     let _ = writeln!(
         s,
-        "{:<27} {:>10} {:>10} {:>8}",
+        "{:<27} {:>10} {:>10} {:>8} {:>10} {:>6} {:>8}",
         format!("total ({} maps)", agg.maps.len()),
         t.assigns,
         t.deletes,
-        t.clears
+        t.clears,
+        "",
+        t.grow_count(),
+        t.evacuate_time.count
+    );
+    if let Some(g) = growth(&t) {
+        let _ = writeln!(s, "    {g}");
+    }
+    let c = run.calls;
+    let _ = writeln!(
+        s,
+        "timed calls: {} entered, {} returned, {} returns without entry",
+        c.entered, c.returned, c.orphans
     );
     let _ = writeln!(s, "lost events: {}", run.lost);
     s
@@ -66,7 +175,27 @@ mod tests {
     use map_trace_common::EventKind;
 
     use super::*;
-    use crate::events::MapEvent;
+    use crate::events::{Detail, MapEvent};
+
+    fn run() -> RunInfo {
+        RunInfo {
+            pid: 1,
+            go_version: "go1.26.6".into(),
+            flavour: Flavour::Swiss,
+            probes: 3,
+            elapsed: Duration::from_secs(2),
+            lost: 4,
+            calls: TimedCalls {
+                entered: 1,
+                returned: 1,
+                orphans: 0,
+            },
+        }
+    }
+
+    fn words(line: &str) -> Vec<&str> {
+        line.split_whitespace().collect()
+    }
 
     #[test]
     fn renders_maps_totals_and_losses() {
@@ -78,29 +207,59 @@ mod tests {
         ] {
             agg.record(&MapEvent::sample(kind, map, Some(5)));
         }
-        let run = RunInfo {
-            pid: 1,
-            go_version: "go1.26.6".into(),
-            flavour: Flavour::Swiss,
-            probes: 3,
-            elapsed: Duration::from_secs(2),
-            lost: 4,
-        };
-        let text = render(&agg, &run);
+        agg.record(&MapEvent {
+            detail: Some(Detail::Table { old: 8, new: 16 }),
+            duration_ns: Some(2_500_000),
+            ..MapEvent::sample(EventKind::Grow, 0x10, Some(5))
+        });
+        let text = render(&agg, &run());
         assert!(
             text.contains("pid 1 (go1.26.6, swiss maps), 3 probes"),
             "{text}"
         );
         let row10 = text.lines().find(|l| l.starts_with("0x10 ")).unwrap();
         assert_eq!(
-            row10.split_whitespace().collect::<Vec<_>>(),
-            ["0x10", "swiss", "2", "0", "0", "5"]
+            words(row10),
+            ["0x10", "swiss", "2", "0", "0", "5", "1", "0"]
         );
+        assert!(
+            text.contains("grows 1, total 2.500 ms, worst 2.500 ms (table 1)"),
+            "{text}"
+        );
+        assert!(text.contains("small (one group of 8), load 0.62"), "{text}");
         let total = text.lines().find(|l| l.starts_with("total")).unwrap();
         assert_eq!(
-            total.split_whitespace().collect::<Vec<_>>(),
-            ["total", "(2", "maps)", "2", "0", "1"]
+            words(total),
+            ["total", "(2", "maps)", "2", "0", "1", "1", "0"]
         );
+        assert!(text.contains("timed calls: 1 entered, 1 returned, 0 returns without entry"));
         assert!(text.contains("lost events: 4"));
+    }
+
+    #[test]
+    fn classic_growth_in_progress() {
+        let mut agg = Aggregate::default();
+        agg.record(&MapEvent {
+            state: Some(MapState::Classic {
+                count: 100,
+                b: 4,
+                noverflow: 2,
+                growing: true,
+                same_size: false,
+                nevacuate: 3,
+            }),
+            ..MapEvent::sample(EventKind::Assign, 0x30, None)
+        });
+        let text = render(
+            &agg,
+            &RunInfo {
+                flavour: Flavour::Classic,
+                ..run()
+            },
+        );
+        assert!(
+            text.contains("2^4 buckets, load 6.25 per bucket, 2 overflow buckets; growth in progress: 3/8 old buckets evacuated"),
+            "{text}"
+        );
     }
 }

@@ -1,0 +1,98 @@
+//! map-trace's per-version table against the DWARF of real binaries, for every supported
+//! Go build: every offset the eBPF programs and the decoder use is the compiler's.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code fails by panicking"
+)]
+
+use integration_tests::{VARIANTS, dwarf_struct_offsets};
+use map_trace::{
+    goruntime::{Flavour, HeaderLayout, Runtime},
+    target::binary::GoBinary,
+};
+
+#[test]
+fn version_table_matches_dwarf() {
+    for v in VARIANTS {
+        let bin = v.build("mapops");
+        let runtime = Runtime::of(&GoBinary::open(&bin).unwrap()).unwrap();
+        assert_eq!(runtime.flavour.to_string(), v.flavour(), "{v:?}");
+        let layout = runtime.layout;
+        let map_types = [
+            "internal/abi.MapType",
+            "internal/abi.OldMapType",
+            "internal/abi.SwissMapType",
+        ];
+        let mut names = vec![
+            "runtime.g",
+            "runtime.hmap",
+            "internal/abi.Type",
+            "internal/runtime/maps.Map",
+            "internal/runtime/maps.table",
+        ];
+        names.extend(map_types);
+        let dwarf = dwarf_struct_offsets(&bin, &names);
+        let field = |s: &str, f: &str| -> u64 {
+            *dwarf
+                .get(s)
+                .and_then(|m| m.get(f))
+                .unwrap_or_else(|| panic!("{v:?}: no {s}.{f} in DWARF"))
+        };
+        assert_eq!(layout.goid_offset, field("runtime.g", "goid"), "{v:?}");
+        assert_eq!(
+            layout.stackguard0_offset,
+            field("runtime.g", "stackguard0"),
+            "{v:?}"
+        );
+        assert_eq!(
+            layout.type_size_offset,
+            field("internal/abi.Type", "Size_"),
+            "{v:?}"
+        );
+        // The map type's struct name differs by version and flavour; the one this build
+        // uses for its maps is the one with the flavour's runtime present.
+        let map_type = match (runtime.flavour, runtime.version.minor) {
+            (Flavour::Classic, ..=23) | (Flavour::Swiss, 26..) => "internal/abi.MapType",
+            (Flavour::Classic, _) => "internal/abi.OldMapType",
+            (Flavour::Swiss, _) => "internal/abi.SwissMapType",
+        };
+        assert_eq!(layout.map_type_key_offset, field(map_type, "Key"), "{v:?}");
+        let off = |o: usize| u64::try_from(o).unwrap();
+        match layout.header {
+            HeaderLayout::Classic {
+                count,
+                flags,
+                b,
+                noverflow,
+                oldbuckets,
+                nevacuate,
+                ..
+            } => {
+                let h = "runtime.hmap";
+                assert_eq!(off(count), field(h, "count"), "{v:?}");
+                assert_eq!(off(flags), field(h, "flags"), "{v:?}");
+                assert_eq!(off(b), field(h, "B"), "{v:?}");
+                assert_eq!(off(noverflow), field(h, "noverflow"), "{v:?}");
+                assert_eq!(off(oldbuckets), field(h, "oldbuckets"), "{v:?}");
+                assert_eq!(off(nevacuate), field(h, "nevacuate"), "{v:?}");
+                assert!(off(nevacuate) + 8 <= off(map_trace_common::HEADER_BYTES));
+            }
+            HeaderLayout::Swiss {
+                used,
+                dir_len,
+                global_depth,
+                table_capacity,
+                table_growth_left,
+            } => {
+                let (m, t) = ("internal/runtime/maps.Map", "internal/runtime/maps.table");
+                assert_eq!(off(used), field(m, "used"), "{v:?}");
+                assert_eq!(off(dir_len), field(m, "dirLen"), "{v:?}");
+                assert_eq!(off(global_depth), field(m, "globalDepth"), "{v:?}");
+                assert_eq!(off(table_capacity), field(t, "capacity"), "{v:?}");
+                assert_eq!(off(table_growth_left), field(t, "growthLeft"), "{v:?}");
+            }
+        }
+    }
+}
