@@ -35,6 +35,22 @@ fn assert_drained(done: &Finished, csv: &Path) {
     assert!(total[0] > 0, "no assigns seen:\n{}", done.stdout);
     assert_eq!(rows.len() as u64, total.iter().sum::<u64>());
     assert!(done.stdout.contains("lost events: 0"), "{}", done.stdout);
+    // Attached and detached mid-run: every matched return made exactly one event, and
+    // entries are removed before returns, so no call is left entered but unreturned.
+    let calls = done
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("timed calls:"))
+        .expect("timed calls line");
+    let n: Vec<u64> = calls
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let timed = rows
+        .iter()
+        .filter(|r| matches!(r["event"].as_str(), "grow" | "evacuate"));
+    assert_eq!(n[1], timed.count() as u64, "{calls}");
+    assert_eq!(n[0], n[1], "{calls}");
 }
 
 fn start_demo(go: &str) -> std::process::Child {
