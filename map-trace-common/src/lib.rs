@@ -29,15 +29,24 @@ pub enum EventKind {
     Clear = 3,
     Grow = 4,
     Evacuate = 5,
+    /// A GC cycle started, or its mark phase terminated.
+    Gc = 6,
+    /// The process called madvise(2).
+    Madvise = 7,
+    /// A resident-memory sample, taken by user space from /proc.
+    Rss = 8,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 5] = [
+    pub const ALL: [EventKind; 8] = [
         EventKind::Assign,
         EventKind::Delete,
         EventKind::Clear,
         EventKind::Grow,
         EventKind::Evacuate,
+        EventKind::Gc,
+        EventKind::Madvise,
+        EventKind::Rss,
     ];
 
     #[must_use]
@@ -54,6 +63,9 @@ impl EventKind {
             EventKind::Clear => "clear",
             EventKind::Grow => "grow",
             EventKind::Evacuate => "evacuate",
+            EventKind::Gc => "gc",
+            EventKind::Madvise => "madvise",
+            EventKind::Rss => "rss",
         }
     }
 
@@ -206,7 +218,13 @@ pub struct Event {
     pub goid: u64,
     /// Entry to return, for timed calls; else 0.
     pub duration_ns: u64,
+    /// Kind-specific: old bucket index, new capacity, GC cycle, madvise advice.
     pub detail: u64,
+    /// madvise: start address and length.
+    pub addr: u64,
+    pub len: u64,
+    /// madvise: the call's return value (0 or a negative errno).
+    pub result: i64,
     /// The map header when the event fired (at the return, for timed calls).
     pub header: [u8; HEADER_BYTES],
     pub table: [u8; TABLE_BYTES],
@@ -226,6 +244,9 @@ impl Event {
         goid: 0,
         duration_ns: 0,
         detail: 0,
+        addr: 0,
+        len: 0,
+        result: 0,
         header: [0; HEADER_BYTES],
         table: [0; TABLE_BYTES],
         pid: 0,
@@ -261,6 +282,8 @@ pub struct Config {
     pub map_type_key_offset: u64,
     /// Offset of `Size_` in `abi.Type`.
     pub type_size_offset: u64,
+    /// Address of `runtime.memstats.numgc` (completed GC cycles) in the target; 0 if unknown.
+    pub gc_cycles_addr: u64,
 }
 
 #[cfg(feature = "user")]
@@ -320,7 +343,7 @@ mod tests {
 
     #[test]
     fn event_layout_is_stable() {
-        assert_eq!(EVENT_SIZE, 120);
+        assert_eq!(EVENT_SIZE, 144);
         assert_eq!(core::mem::align_of::<Event>(), 8);
     }
 }

@@ -22,13 +22,13 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf,
         generated::bpf_get_attach_cookie,
     },
-    macros::{map, uprobe},
+    macros::{kprobe, kretprobe, map, tracepoint, uprobe},
     maps::{LruHashMap, PerCpuArray, RingBuf},
-    programs::ProbeContext,
+    programs::{ProbeContext, RetProbeContext, TracePointContext},
 };
 use map_trace_common::{
-    CALLS_ORPHANS, CALLS_SLOTS, Config, Event, FLAG_DETAIL, FLAG_GOID, FLAG_HEADER, FLAG_KEY,
-    FLAG_TABLE, HEADER_BYTES, KEY_MAX, KeyKind, ProbeCookie, Reg, TABLE_BYTES, key_hash,
+    CALLS_ORPHANS, CALLS_SLOTS, Config, Event, EventKind, FLAG_DETAIL, FLAG_GOID, FLAG_HEADER,
+    FLAG_KEY, FLAG_TABLE, HEADER_BYTES, KEY_MAX, KeyKind, ProbeCookie, Reg, TABLE_BYTES, key_hash,
 };
 
 /// Written by user space before load (read-only global).
@@ -39,6 +39,7 @@ static CONFIG: Config = Config {
     goid_offset: 0,
     map_type_key_offset: 0,
     type_size_offset: 0,
+    gc_cycles_addr: 0,
 };
 
 /// Default size; user space may resize before load.
@@ -144,7 +145,7 @@ impl Regs {
     }
 }
 
-/// Copies the map header into the event and stamps the time.
+/// Copies the map header into the event, then emits it.
 #[inline(always)]
 fn finish(event: &mut Event) {
     // SAFETY: reading user memory through the faulting-safe helper.
@@ -152,6 +153,12 @@ fn finish(event: &mut Event) {
         event.header = header;
         event.flags |= FLAG_HEADER;
     }
+    emit(event);
+}
+
+/// Stamps the time and writes the event to the ring buffer, counting it lost if full.
+#[inline(always)]
+fn emit(event: &mut Event) {
     // SAFETY: plain helper call.
     event.time_ns = unsafe { bpf_ktime_get_ns() };
     if EVENTS.output::<Event>(event, 0).is_err() {
@@ -259,6 +266,133 @@ pub fn call_return(ctx: ProbeContext) -> u32 {
         event.flags |= pending.flags as u8;
     }
     finish(&mut event);
+    0
+}
+
+/// A GC cycle starts or ends its mark phase: the cycle number is the completed count + 1.
+#[uprobe]
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "the signature aya's macro expects"
+)]
+pub fn gc_event(ctx: ProbeContext) -> u32 {
+    let cfg = config();
+    let Some((mut event, _, _)) = start(&ctx, &cfg) else {
+        return 0;
+    };
+    if cfg.gc_cycles_addr != 0 {
+        // SAFETY: reading user memory through the faulting-safe helper.
+        if let Ok(done) = unsafe { bpf_probe_read_user(cfg.gc_cycles_addr as *const u32) } {
+            event.detail = u64::from(done) + 1;
+            event.flags |= FLAG_DETAIL;
+        }
+    }
+    emit(&mut event);
+    0
+}
+
+/// A madvise(2) call in progress, keyed by thread (a syscall does not change threads).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct MadviseCall {
+    addr: u64,
+    len: u64,
+    advice: u64,
+}
+
+#[map]
+static MADVISE: LruHashMap<u64, MadviseCall> = LruHashMap::with_max_entries(4096, 0);
+
+#[inline(always)]
+fn madvise_begin(addr: u64, len: u64, advice: u64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if pid_tgid >> 32 != u64::from(config().tgid) {
+        return;
+    }
+    let _ = MADVISE.insert(pid_tgid, MadviseCall { addr, len, advice }, 0);
+}
+
+#[inline(always)]
+fn madvise_end(result: i64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(call) = (unsafe { MADVISE.get(pid_tgid) }).copied() else {
+        return;
+    };
+    let _ = MADVISE.remove(pid_tgid);
+    let mut event = Event::ZERO;
+    #[expect(clippy::cast_possible_truncation, reason = "tgid and tid halves")]
+    {
+        event.pid = (pid_tgid >> 32) as u32;
+        event.tid = pid_tgid as u32;
+    }
+    event.kind = EventKind::Madvise as u8;
+    event.addr = call.addr;
+    event.len = call.len;
+    event.detail = call.advice;
+    event.result = result;
+    event.flags = FLAG_DETAIL;
+    emit(&mut event);
+}
+
+/// Syscall tracepoint arguments: `start`, `len_in`, `behavior` at 16, 24, 32; `ret` at 16.
+const SYSCALL_ARG0: usize = 16;
+
+#[tracepoint]
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "the signature aya's macro expects"
+)]
+pub fn madvise_enter(ctx: TracePointContext) -> u32 {
+    // SAFETY: offsets from the stable syscall tracepoint format.
+    let args = unsafe {
+        (
+            ctx.read_at::<u64>(SYSCALL_ARG0),
+            ctx.read_at::<u64>(SYSCALL_ARG0 + 8),
+            ctx.read_at::<u64>(SYSCALL_ARG0 + 16),
+        )
+    };
+    if let (Ok(addr), Ok(len), Ok(advice)) = args {
+        madvise_begin(addr, len, advice);
+    }
+    0
+}
+
+#[tracepoint]
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "the signature aya's macro expects"
+)]
+pub fn madvise_exit(ctx: TracePointContext) -> u32 {
+    // SAFETY: offset from the stable syscall tracepoint format.
+    if let Ok(ret) = unsafe { ctx.read_at::<i64>(SYSCALL_ARG0) } {
+        madvise_end(ret);
+    }
+    0
+}
+
+/// `do_madvise(mm, start, len_in, behavior)`, where the kernel has kprobes.
+#[kprobe]
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "the signature aya's macro expects"
+)]
+pub fn madvise_kprobe(ctx: ProbeContext) -> u32 {
+    if let (Some(addr), Some(len), Some(advice)) =
+        (ctx.arg::<u64>(1), ctx.arg::<u64>(2), ctx.arg::<u64>(3))
+    {
+        madvise_begin(addr, len, advice);
+    }
+    0
+}
+
+#[kretprobe]
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "the signature aya's macro expects"
+)]
+pub fn madvise_kretprobe(ctx: RetProbeContext) -> u32 {
+    madvise_end(ctx.ret::<i64>());
     0
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use map_trace_common::EventKind;
 
 use crate::{
-    events::{Detail, MapEvent},
+    events::{Detail, TraceEvent},
     goruntime::MapState,
 };
 
@@ -46,10 +46,12 @@ pub struct MapStats {
     pub last_state: Option<MapState>,
     /// swiss: the capacity of the table the last table event left.
     pub table_capacity: Option<u16>,
+    /// Grows that happened while a GC cycle was marking.
+    pub grows_in_gc: u64,
 }
 
 impl MapStats {
-    fn record(&mut self, event: &MapEvent) {
+    fn record(&mut self, event: &TraceEvent, in_gc: bool) {
         match event.kind {
             EventKind::Assign => self.assigns += 1,
             EventKind::Delete => self.deletes += 1,
@@ -59,8 +61,10 @@ impl MapStats {
                     *self.grows.entry(detail.label()).or_default() += 1;
                 }
                 self.grow_time.add(event.duration_ns.unwrap_or(0));
+                self.grows_in_gc += u64::from(in_gc);
             }
             EventKind::Evacuate => self.evacuate_time.add(event.duration_ns.unwrap_or(0)),
+            EventKind::Gc | EventKind::Madvise | EventKind::Rss => {}
         }
         match (event.detail, event.table) {
             (Some(Detail::Table { new, .. }), _) => self.table_capacity = Some(new),
@@ -80,6 +84,7 @@ impl MapStats {
             *self.grows.entry(kind).or_default() += n;
         }
         self.grow_time.merge(&other.grow_time);
+        self.grows_in_gc += other.grows_in_gc;
         self.evacuate_time.merge(&other.evacuate_time);
     }
 
@@ -90,17 +95,84 @@ impl MapStats {
     }
 }
 
-/// Every map's statistics, keyed by header address.
+/// GC cycles seen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GcStats {
+    pub starts: u64,
+    pub mark_ends: u64,
+    /// Between a start and its mark termination.
+    pub marking: bool,
+}
+
+/// madvise calls of one advice.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AdviceStats {
+    pub calls: u64,
+    pub bytes: u64,
+    pub failed: u64,
+}
+
+/// One resident-memory figure over the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RssStats {
+    pub first: u64,
+    pub peak: u64,
+    pub last: u64,
+}
+
+/// Every map's statistics, keyed by header address, and the process's memory story.
 #[derive(Debug, Default)]
 pub struct Aggregate {
     pub maps: BTreeMap<u64, MapStats>,
     pub events: u64,
+    pub gc: GcStats,
+    /// By advice name.
+    pub madvise: BTreeMap<String, AdviceStats>,
+    /// Bytes handed back to the kernel by successful DONTNEED/FREE/REMOVE calls.
+    pub given_back: u64,
+    /// By figure (`VmRSS`, `RssAnon`).
+    pub rss: BTreeMap<&'static str, RssStats>,
 }
 
 impl Aggregate {
-    pub fn record(&mut self, event: &MapEvent) {
+    pub fn record(&mut self, event: &TraceEvent) {
         self.events += 1;
-        self.maps.entry(event.map).or_default().record(event);
+        match (event.kind, event.detail) {
+            (EventKind::Gc, Some(Detail::GcStart(_))) => {
+                self.gc.starts += 1;
+                self.gc.marking = true;
+            }
+            (EventKind::Gc, _) => {
+                self.gc.mark_ends += 1;
+                self.gc.marking = false;
+            }
+            (EventKind::Rss, Some(Detail::Rss(which))) => {
+                let bytes = event.rss_bytes.unwrap_or(0);
+                let r = self.rss.entry(which).or_insert(RssStats {
+                    first: bytes,
+                    peak: bytes,
+                    last: bytes,
+                });
+                r.peak = r.peak.max(bytes);
+                r.last = bytes;
+            }
+            _ => {}
+        }
+        if let Some(m) = event.madvise {
+            let a = self.madvise.entry(m.advice_text()).or_default();
+            a.calls += 1;
+            a.bytes += m.len;
+            a.failed += u64::from(m.result != 0);
+            if m.gives_back() {
+                self.given_back += m.len;
+            }
+        }
+        if let Some(map) = event.map {
+            self.maps
+                .entry(map)
+                .or_default()
+                .record(event, self.gc.marking);
+        }
     }
 
     #[must_use]
@@ -114,15 +186,15 @@ impl Aggregate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::goruntime::TableState;
+    use crate::{events::Madvise, goruntime::TableState};
 
     #[test]
     fn counts_per_map_and_in_total() {
         let mut agg = Aggregate::default();
-        agg.record(&MapEvent::sample(EventKind::Assign, 1, Some(0)));
-        agg.record(&MapEvent::sample(EventKind::Assign, 1, Some(1)));
-        agg.record(&MapEvent::sample(EventKind::Delete, 1, None));
-        agg.record(&MapEvent::sample(EventKind::Clear, 2, Some(7)));
+        agg.record(&TraceEvent::sample(EventKind::Assign, 1, Some(0)));
+        agg.record(&TraceEvent::sample(EventKind::Assign, 1, Some(1)));
+        agg.record(&TraceEvent::sample(EventKind::Delete, 1, None));
+        agg.record(&TraceEvent::sample(EventKind::Clear, 2, Some(7)));
         assert_eq!(agg.events, 4);
         let m = &agg.maps[&1];
         assert_eq!((m.assigns, m.deletes, m.clears), (2, 1, 0));
@@ -135,11 +207,15 @@ mod tests {
     #[test]
     fn times_grows_and_evacuations() {
         let mut agg = Aggregate::default();
-        let grow = |detail, ns, table| MapEvent {
+        let grow = |detail, ns, table| TraceEvent {
             detail: Some(detail),
             duration_ns: Some(ns),
             table,
-            ..MapEvent::sample(EventKind::Grow, 1, Some(10))
+            ..TraceEvent::sample(EventKind::Grow, 1, Some(10))
+        };
+        let gc = |detail| TraceEvent {
+            detail: Some(detail),
+            ..TraceEvent::bare(EventKind::Gc, 0, 1, 1)
         };
         agg.record(&grow(Detail::Small, 100, None));
         agg.record(&grow(Detail::Table { old: 16, new: 32 }, 300, None));
@@ -148,10 +224,13 @@ mod tests {
             growth_left: 0,
         };
         agg.record(&grow(Detail::Split, 200, Some(t)));
-        agg.record(&MapEvent {
+        agg.record(&gc(Detail::GcStart(Some(4))));
+        agg.record(&grow(Detail::Double, 10, None));
+        agg.record(&gc(Detail::GcMarkEnd(Some(4))));
+        agg.record(&TraceEvent {
             detail: Some(Detail::Bucket(3)),
             duration_ns: Some(50),
-            ..MapEvent::sample(EventKind::Evacuate, 2, None)
+            ..TraceEvent::sample(EventKind::Evacuate, 2, None)
         });
         let m = &agg.maps[&1];
         assert_eq!(m.grows.get("table"), Some(&1));
@@ -159,14 +238,19 @@ mod tests {
         assert_eq!(
             m.grow_time,
             Timing {
-                count: 3,
-                total_ns: 600,
+                count: 4,
+                total_ns: 610,
                 worst_ns: 300
             }
         );
         assert_eq!(m.table_capacity, Some(1024));
+        assert_eq!(m.grows_in_gc, 1);
+        assert_eq!(
+            (agg.gc.starts, agg.gc.mark_ends, agg.gc.marking),
+            (1, 1, false)
+        );
         let total = agg.totals();
-        assert_eq!(total.grow_count(), 3);
+        assert_eq!(total.grow_count(), 4);
         assert_eq!(
             total.evacuate_time,
             Timing {
@@ -175,5 +259,49 @@ mod tests {
                 worst_ns: 50
             }
         );
+    }
+
+    #[test]
+    fn memory_story() {
+        let mut agg = Aggregate::default();
+        let madvise = |advice, len, result| TraceEvent {
+            madvise: Some(Madvise {
+                addr: 0x1000,
+                len,
+                advice,
+                result,
+            }),
+            ..TraceEvent::bare(EventKind::Madvise, 0, 1, 1)
+        };
+        agg.record(&madvise(4, 4096, 0));
+        agg.record(&madvise(4, 8192, 0));
+        agg.record(&madvise(8, 4096, -22));
+        agg.record(&madvise(15, 1 << 20, 0));
+        assert_eq!(
+            agg.madvise["DONTNEED"],
+            AdviceStats {
+                calls: 2,
+                bytes: 12288,
+                failed: 0
+            }
+        );
+        assert_eq!(agg.madvise["FREE"].failed, 1);
+        assert_eq!(agg.given_back, 12288);
+        for bytes in [100, 300, 200] {
+            agg.record(&TraceEvent {
+                detail: Some(Detail::Rss("VmRSS")),
+                rss_bytes: Some(bytes),
+                ..TraceEvent::bare(EventKind::Rss, 0, 1, 1)
+            });
+        }
+        assert_eq!(
+            agg.rss["VmRSS"],
+            RssStats {
+                first: 100,
+                peak: 300,
+                last: 200
+            }
+        );
+        assert!(agg.maps.is_empty());
     }
 }

@@ -71,9 +71,12 @@ pub struct TraceArgs {
     /// Write every event as a CSV row (`-` = standard output)
     #[arg(long, value_name = "PATH")]
     pub csv: Option<PathBuf>,
-    /// Comma list of event kinds to trace: assign, delete, clear, grow, evacuate (default: all)
+    /// Comma list of event kinds to trace: assign, delete, clear, grow, evacuate, gc, madvise, rss (default: all)
     #[arg(long, value_name = "LIST", value_parser = parse_events)]
     pub events: Option<EventSet>,
+    /// Seconds between RSS samples (also taken at attach and at the end)
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_duration)]
+    pub rss_interval: Duration,
     /// Say more: which functions were probed where, which are missing from the binary
     #[arg(short, long)]
     pub verbose: bool,
@@ -112,6 +115,7 @@ pub struct TraceOptions {
     pub duration: Option<Duration>,
     pub csv: Option<PathBuf>,
     pub events: EventSet,
+    pub rss_interval: Duration,
     pub verbose: bool,
 }
 
@@ -133,6 +137,7 @@ impl TraceArgs {
             duration: self.duration,
             csv: self.csv,
             events: self.events.unwrap_or_else(EventSet::all),
+            rss_interval: self.rss_interval,
             verbose: self.verbose,
         })
     }

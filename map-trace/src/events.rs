@@ -19,7 +19,7 @@ pub enum DecodeError {
     Function(u16),
 }
 
-/// The `detail` of grow and evacuate events.
+/// The `detail` of grow, evacuate, gc and rss events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Detail {
     /// classic: buckets doubled.
@@ -36,10 +36,16 @@ pub enum Detail {
     Split,
     /// classic: the old bucket an evacuation moved.
     Bucket(u64),
+    /// A GC cycle (its number, where readable) started.
+    GcStart(Option<u64>),
+    /// A GC cycle's mark phase terminated.
+    GcMarkEnd(Option<u64>),
+    /// Which resident-memory figure an `rss` sample is (`VmRSS`, `RssAnon`).
+    Rss(&'static str),
 }
 
 impl Detail {
-    /// The grow kind, without capacities: what the summary counts by.
+    /// The kind, without numbers: what the summary counts by.
     #[must_use]
     pub fn label(&self) -> &'static str {
         match self {
@@ -50,6 +56,9 @@ impl Detail {
             Detail::Table { .. } => "table",
             Detail::Split => "split",
             Detail::Bucket(_) => "bucket",
+            Detail::GcStart(_) => "start",
+            Detail::GcMarkEnd(_) => "mark-end",
+            Detail::Rss(which) => which,
         }
     }
 }
@@ -59,21 +68,86 @@ impl fmt::Display for Detail {
         match self {
             Detail::Table { old, new } => write!(f, "table:{old}->{new}"),
             Detail::Bucket(b) => write!(f, "{b}"),
+            Detail::GcStart(Some(n)) | Detail::GcMarkEnd(Some(n)) => {
+                write!(f, "{}:{n}", self.label())
+            }
             other => f.write_str(other.label()),
         }
     }
 }
 
-/// One thing a map did in the target.
+/// The name of a madvise(2) advice, as the kernel's headers spell it without `MADV_`.
+#[must_use]
+pub fn advice_name(advice: u64) -> Option<&'static str> {
+    Some(match advice {
+        0 => "NORMAL",
+        1 => "RANDOM",
+        2 => "SEQUENTIAL",
+        3 => "WILLNEED",
+        4 => "DONTNEED",
+        8 => "FREE",
+        9 => "REMOVE",
+        10 => "DONTFORK",
+        11 => "DOFORK",
+        12 => "MERGEABLE",
+        13 => "UNMERGEABLE",
+        14 => "HUGEPAGE",
+        15 => "NOHUGEPAGE",
+        16 => "DONTDUMP",
+        17 => "DODUMP",
+        18 => "WIPEONFORK",
+        19 => "KEEPONFORK",
+        20 => "COLD",
+        21 => "PAGEOUT",
+        22 => "POPULATE_READ",
+        23 => "POPULATE_WRITE",
+        24 => "DONTNEED_LOCKED",
+        25 => "COLLAPSE",
+        100 => "HWPOISON",
+        101 => "SOFT_OFFLINE",
+        102 => "GUARD_INSTALL",
+        103 => "GUARD_REMOVE",
+        _ => return None,
+    })
+}
+
+/// A madvise(2) call of the target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Madvise {
+    pub addr: u64,
+    pub len: u64,
+    pub advice: u64,
+    /// 0, or the negative errno.
+    pub result: i64,
+}
+
+impl Madvise {
+    /// The advice by name, or its number.
+    #[must_use]
+    pub fn advice_text(&self) -> String {
+        advice_name(self.advice).map_or_else(|| self.advice.to_string(), str::to_owned)
+    }
+
+    /// Whether this call handed memory back to the kernel: a successful DONTNEED, FREE,
+    /// REMOVE or `DONTNEED_LOCKED`.
+    #[must_use]
+    pub fn gives_back(&self) -> bool {
+        self.result == 0 && matches!(self.advice, 4 | 8 | 9 | 24)
+    }
+}
+
+/// One thing that happened in the target: a map event, a GC boundary, a madvise call or
+/// an RSS sample.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MapEvent {
+pub struct TraceEvent {
     /// Monotonic clock; the return for timed events.
     pub time_ns: u64,
     pub kind: EventKind,
     pub pid: u32,
     pub tid: u32,
     pub goid: Option<u64>,
-    pub map: u64,
+    /// The map header's address, for map events.
+    pub map: Option<u64>,
     pub key_hash: Option<u64>,
     /// The map's header when the event fired (at return for timed events).
     pub state: Option<MapState>,
@@ -81,9 +155,32 @@ pub struct MapEvent {
     pub table: Option<TableState>,
     pub detail: Option<Detail>,
     pub duration_ns: Option<u64>,
+    pub madvise: Option<Madvise>,
+    /// `rss` samples: the value in bytes.
+    pub rss_bytes: Option<u64>,
 }
 
-impl MapEvent {
+impl TraceEvent {
+    /// An event with only its kind, time and process.
+    #[must_use]
+    pub fn bare(kind: EventKind, time_ns: u64, pid: u32, tid: u32) -> Self {
+        Self {
+            time_ns,
+            kind,
+            pid,
+            tid,
+            goid: None,
+            map: None,
+            key_hash: None,
+            state: None,
+            table: None,
+            detail: None,
+            duration_ns: None,
+            madvise: None,
+            rss_bytes: None,
+        }
+    }
+
     /// The element count when the event fired.
     #[must_use]
     pub fn count(&self) -> Option<u64> {
@@ -91,13 +188,26 @@ impl MapEvent {
     }
 }
 
-pub fn decode(record: &[u8], layout: &Layout) -> Result<MapEvent, DecodeError> {
+pub fn decode(record: &[u8], layout: &Layout) -> Result<TraceEvent, DecodeError> {
     if record.len() != EVENT_SIZE {
         return Err(DecodeError::Size(record.len()));
     }
     // SAFETY: length checked; `Event` is plain integers, valid for any bytes.
     let raw: Event = unsafe { record.as_ptr().cast::<Event>().read_unaligned() };
     let kind = EventKind::from_u8(raw.kind).ok_or(DecodeError::Kind(raw.kind))?;
+    let bare = TraceEvent::bare(kind, raw.time_ns, raw.pid, raw.tid);
+    if kind == EventKind::Madvise {
+        let madvise = Madvise {
+            addr: raw.addr,
+            len: raw.len,
+            advice: raw.detail,
+            result: raw.result,
+        };
+        return Ok(TraceEvent {
+            madvise: Some(madvise),
+            ..bare
+        });
+    }
     let function = layout
         .function(raw.function)
         .ok_or(DecodeError::Function(raw.function))?;
@@ -126,42 +236,33 @@ pub fn decode(record: &[u8], layout: &Layout) -> Result<MapEvent, DecodeError> {
             new: new as u16,
         }),
         DetailKind::Split => Some(Detail::Split),
+        DetailKind::GcStart => Some(Detail::GcStart(entry_value)),
+        DetailKind::GcMarkEnd => Some(Detail::GcMarkEnd(entry_value)),
     };
-    Ok(MapEvent {
-        time_ns: raw.time_ns,
-        kind,
-        pid: raw.pid,
-        tid: raw.tid,
+    Ok(TraceEvent {
         goid: has(FLAG_GOID).then_some(raw.goid),
-        map: raw.map,
+        map: (kind != EventKind::Gc).then_some(raw.map),
         key_hash: has(FLAG_KEY).then_some(raw.key_hash),
         state,
         table,
         detail,
         duration_ns: kind.is_timed().then_some(raw.duration_ns),
+        ..bare
     })
 }
 
 #[cfg(test)]
-impl MapEvent {
+impl TraceEvent {
     /// An event of `kind` on `map` with element count `count`, for unit tests.
     pub(crate) fn sample(kind: EventKind, map: u64, count: Option<u64>) -> Self {
         Self {
-            time_ns: 0,
-            kind,
-            pid: 1,
-            tid: 1,
-            goid: None,
-            map,
-            key_hash: None,
+            map: Some(map),
             state: count.map(|used| MapState::Swiss {
                 used,
                 tables: 0,
                 global_depth: 0,
             }),
-            table: None,
-            detail: None,
-            duration_ns: None,
+            ..Self::bare(kind, 0, 1, 1)
         }
     }
 }
@@ -207,7 +308,10 @@ mod tests {
             (e.key_hash, e.goid, e.count()),
             (Some(0xabc), Some(7), Some(3))
         );
-        assert_eq!((e.pid, e.tid, e.map, e.time_ns), (10, 11, 0xc000_1000, 5));
+        assert_eq!(
+            (e.pid, e.tid, e.map, e.time_ns),
+            (10, 11, Some(0xc000_1000), 5)
+        );
         assert_eq!((e.detail, e.duration_ns), (None, None));
     }
 
@@ -250,6 +354,46 @@ mod tests {
                 .unwrap()
                 .to_string(),
             "17"
+        );
+    }
+
+    #[test]
+    fn decodes_madvise_and_gc() {
+        let classic = layout(Flavour::Classic);
+        let mut raw = Event::ZERO;
+        raw.kind = EventKind::Madvise as u8;
+        raw.addr = 0x1000;
+        raw.len = 8192;
+        raw.detail = 8;
+        raw.result = -22;
+        let e = decode(&bytes(&raw), classic).unwrap();
+        let m = e.madvise.unwrap();
+        assert_eq!(
+            (m.addr, m.len, m.advice_text(), m.result),
+            (0x1000, 8192, "FREE".into(), -22)
+        );
+        assert!(!m.gives_back());
+        assert!(Madvise { result: 0, ..m }.gives_back());
+        assert_eq!(e.map, None);
+        assert_eq!(Madvise { advice: 77, ..m }.advice_text(), "77");
+
+        raw = Event::ZERO;
+        raw.kind = EventKind::Gc as u8;
+        raw.function = index_of(classic, DetailKind::GcMarkEnd);
+        raw.flags = FLAG_DETAIL;
+        raw.detail = 12;
+        let e = decode(&bytes(&raw), classic).unwrap();
+        assert_eq!(e.detail.unwrap().to_string(), "mark-end:12");
+        assert_eq!(e.map, None);
+        raw.flags = 0;
+        raw.function = index_of(classic, DetailKind::GcStart);
+        assert_eq!(
+            decode(&bytes(&raw), classic)
+                .unwrap()
+                .detail
+                .unwrap()
+                .to_string(),
+            "start"
         );
     }
 

@@ -114,6 +114,11 @@ pub enum DetailKind {
     TableGrow,
     /// swiss `(*table).split`.
     Split,
+    /// A GC cycle starts (`gcBgMarkStartWorkers`, called once per cycle by `gcStart`
+    /// after it decided to start one; `gcStart` itself also returns early).
+    GcStart,
+    /// A GC cycle's mark phase terminates (`gcMarkTermination`).
+    GcMarkEnd,
 }
 
 /// A runtime function map-trace probes, and what a call to it means.
@@ -245,6 +250,25 @@ const SWISS_GROWTH: &[MapFunction] = &[
         DetailKind::Split,
     ),
 ];
+
+/// GC cycle boundaries: the same functions in every supported version.
+const RUNTIME_GC: &[MapFunction] = &[
+    timed(
+        "runtime.gcBgMarkStartWorkers",
+        EventKind::Gc,
+        Reg::Rbx,
+        DetailKind::GcStart,
+    ),
+    timed(
+        "runtime.gcMarkTermination",
+        EventKind::Gc,
+        Reg::Rbx,
+        DetailKind::GcMarkEnd,
+    ),
+];
+
+/// The runtime's statistics object; `numgc` in it counts completed GC cycles.
+pub const MEMSTATS_SYMBOL: &str = "runtime.memstats";
 
 /// Where the map header keeps what map-trace reports (byte offsets, checked against DWARF).
 #[derive(Debug, PartialEq, Eq)]
@@ -399,8 +423,8 @@ const SWISS_HEADER: HeaderLayout = HeaderLayout::Swiss {
 pub struct Layout {
     pub minors: RangeInclusive<u32>,
     pub flavour: Flavour,
-    /// The functions to probe, in plan order: map operations, then growth.
-    pub functions: [&'static [MapFunction]; 2],
+    /// The functions to probe, in plan order: map operations, growth, GC.
+    pub functions: [&'static [MapFunction]; 3],
     /// `g.stackguard0`: what the prologue's stack check compares against (R14 + this).
     pub stackguard0_offset: u64,
     /// `g.goid`.
@@ -410,6 +434,8 @@ pub struct Layout {
     pub map_type_key_offset: u64,
     /// `abi.Type.Size_`.
     pub type_size_offset: u64,
+    /// `runtime.mstats.numgc`, in [`MEMSTATS_SYMBOL`].
+    pub numgc_offset: u64,
     pub header: HeaderLayout,
 }
 
@@ -426,41 +452,43 @@ impl Layout {
     }
 }
 
-const fn classic(minors: RangeInclusive<u32>, goid_offset: u64) -> Layout {
+const fn classic(minors: RangeInclusive<u32>, goid_offset: u64, numgc_offset: u64) -> Layout {
     Layout {
         minors,
         flavour: Flavour::Classic,
-        functions: [MAP_OPS, CLASSIC_GROWTH],
+        functions: [MAP_OPS, CLASSIC_GROWTH, RUNTIME_GC],
         stackguard0_offset: 0x10,
         goid_offset,
         map_type_key_offset: 48,
         type_size_offset: 0,
+        numgc_offset,
         header: CLASSIC_HEADER,
     }
 }
 
-const fn swiss(minors: RangeInclusive<u32>, goid_offset: u64) -> Layout {
+const fn swiss(minors: RangeInclusive<u32>, goid_offset: u64, numgc_offset: u64) -> Layout {
     Layout {
         minors,
         flavour: Flavour::Swiss,
-        functions: [MAP_OPS, SWISS_GROWTH],
+        functions: [MAP_OPS, SWISS_GROWTH, RUNTIME_GC],
         stackguard0_offset: 0x10,
         goid_offset,
         map_type_key_offset: 48,
         type_size_offset: 0,
+        numgc_offset,
         header: SWISS_HEADER,
     }
 }
 
 /// The one table of per-version facts (see ../shared/docs/go-runtime.md; every row is
 /// checked against the DWARF of a real binary by the integration tests). `g.goid` moved in
-/// Go 1.23 and back in 1.25.
+/// Go 1.23 and back in 1.25; `mstats.numgc` moved in 1.25.
 pub static LAYOUTS: &[Layout] = &[
-    classic(21..=22, 152),
-    classic(23..=24, 160),
-    classic(25..=25, 152),
-    swiss(24..=24, 160),
-    swiss(25..=27, 152),
+    classic(21..=22, 152, 7704),
+    classic(23..=24, 160, 7704),
+    classic(25..=25, 152, 7680),
+    swiss(24..=24, 160, 7704),
+    swiss(25..=27, 152, 7680),
 ];
 
 /// Symbols that only one flavour's runtime has.

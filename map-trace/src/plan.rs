@@ -2,12 +2,12 @@
 //! where each one's body starts after the stack check, where it returns, and at which file
 //! offsets.
 
-use map_trace_common::{MAX_FUNCTIONS, ProbeCookie};
+use map_trace_common::{EventKind, MAX_FUNCTIONS, ProbeCookie};
 use thiserror::Error;
 
 use crate::{
     cli::EventSet,
-    goruntime::{MapFunction, Runtime},
+    goruntime::{MEMSTATS_SYMBOL, MapFunction, Runtime},
     target::{binary::GoBinary, disasm},
 };
 
@@ -30,6 +30,8 @@ pub enum PlanError {
 pub enum Role {
     /// A map operation, reported at entry.
     Op,
+    /// A GC cycle boundary, reported at entry.
+    Gc,
     /// Entry of a timed call.
     Entry,
     /// A RET of a timed call.
@@ -53,6 +55,17 @@ pub struct Plan {
     pub points: Vec<ProbePoint>,
     /// Functions of the runtime that the linker left out of this binary.
     pub missing: Vec<&'static str>,
+    /// Where the target counts completed GC cycles (`memstats.numgc`), if known.
+    pub gc_cycles_addr: Option<u64>,
+}
+
+/// The program that runs at a function's entry.
+fn entry_role(kind: EventKind) -> Role {
+    match kind {
+        EventKind::Grow | EventKind::Evacuate => Role::Entry,
+        EventKind::Gc => Role::Gc,
+        _ => Role::Op,
+    }
 }
 
 pub fn plan(binary: &GoBinary, runtime: &Runtime, events: &EventSet) -> Result<Plan, PlanError> {
@@ -85,14 +98,7 @@ pub fn plan(binary: &GoBinary, runtime: &Runtime, events: &EventSet) -> Result<P
         let entry =
             disasm::entry_after_prologue(code, bounds.addr, runtime.layout.stackguard0_offset)
                 .map_err(|e| fail(e.to_string()))?;
-        let mut sites = vec![(
-            entry,
-            if function.kind.is_timed() {
-                Role::Entry
-            } else {
-                Role::Op
-            },
-        )];
+        let mut sites = vec![(entry, entry_role(function.kind))];
         if function.kind.is_timed() {
             let rets = disasm::return_sites(code, bounds.addr).map_err(|e| fail(e.to_string()))?;
             if rets.is_empty() {
@@ -113,8 +119,16 @@ pub fn plan(binary: &GoBinary, runtime: &Runtime, events: &EventSet) -> Result<P
             });
         }
     }
-    if points.is_empty() {
+    if points.is_empty() && !events.contains(EventKind::Madvise) && !events.contains(EventKind::Rss)
+    {
         return Err(PlanError::NothingToProbe { path: path() });
     }
-    Ok(Plan { points, missing })
+    let gc_cycles_addr = binary
+        .object(MEMSTATS_SYMBOL)
+        .map(|memstats| memstats + runtime.layout.numgc_offset);
+    Ok(Plan {
+        points,
+        missing,
+        gc_cycles_addr,
+    })
 }

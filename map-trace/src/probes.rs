@@ -7,7 +7,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{
-        UProbe,
+        KProbe, Program, ProgramError, TracePoint, UProbe,
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
     },
 };
@@ -24,9 +24,60 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 fn program_name(role: Role) -> &'static str {
     match role {
         Role::Op => "map_op",
+        Role::Gc => "gc_event",
         Role::Entry => "call_entry",
         Role::Return => "call_return",
     }
+}
+
+/// How madvise(2) calls are seen: a kprobe pair on the kernel's `do_madvise` where the
+/// kernel has kprobes, else the `syscalls` tracepoints. Both are loaded on every run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MadvisePath {
+    Kprobe,
+    Tracepoint,
+}
+
+const MADVISE_PROGRAMS: [&str; 4] = [
+    "madvise_kprobe",
+    "madvise_kretprobe",
+    "madvise_enter",
+    "madvise_exit",
+];
+
+impl MadvisePath {
+    /// Kprobes need the kernel's kprobe event source (`CONFIG_KPROBES`); `sysfs` is the
+    /// root of sysfs (`/sys`).
+    #[must_use]
+    pub fn detect(sysfs: &Path) -> Self {
+        if sysfs.join("bus/event_source/devices/kprobe/type").exists() {
+            MadvisePath::Kprobe
+        } else {
+            MadvisePath::Tracepoint
+        }
+    }
+
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            MadvisePath::Kprobe => "kprobe",
+            MadvisePath::Tracepoint => "tracepoint",
+        }
+    }
+}
+
+/// Tracepoints are found through tracefs; mount it where the kernel expects it if no one has.
+fn ensure_tracefs() -> anyhow::Result<()> {
+    const TRACEFS: &str = "/sys/kernel/tracing";
+    if Path::new(TRACEFS).join("events").exists()
+        || Path::new("/sys/kernel/debug/tracing/events").exists()
+    {
+        return Ok(());
+    }
+    nix::mount::mount(Some("nodev"), TRACEFS, Some("tracefs"), nix::mount::MsFlags::empty(), None::<&str>)
+        .with_context(|| {
+            format!("tracefs is not mounted and mounting it at {TRACEFS} failed (the madvise tracepoints need it): mount it, or leave madvise out of --events")
+        })
 }
 
 /// Attached probes and the maps user space reads.
@@ -51,7 +102,14 @@ pub struct CallCount {
 impl Probes {
     /// Loads the programs configured for `runtime` and process `pid`, and attaches every
     /// point of `plan` in `binary` (a path the kernel resolves to the target's executable).
-    pub fn attach(plan: &Plan, runtime: &Runtime, binary: &Path, pid: u32) -> anyhow::Result<Self> {
+    /// With `madvise`, also attaches the madvise programs of that path.
+    pub fn attach(
+        plan: &Plan,
+        runtime: &Runtime,
+        binary: &Path,
+        pid: u32,
+        madvise: Option<MadvisePath>,
+    ) -> anyhow::Result<Self> {
         let layout = runtime.layout;
         let config = Config {
             tgid: pid,
@@ -59,23 +117,20 @@ impl Probes {
             goid_offset: layout.goid_offset,
             map_type_key_offset: layout.map_type_key_offset,
             type_size_offset: layout.type_size_offset,
+            gc_cycles_addr: plan.gc_cycles_addr.unwrap_or(0),
         };
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
             .load(EBPF_OBJECT)
             .context("loading the eBPF programs (does the kernel support BPF ring buffers?)")?;
         let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).context("pid 0")?);
+        let mut attached = 0;
         // Returns before entries: a call that begins while attaching is either seen whole
         // or its return is counted as an orphan, never entered without its exits.
-        for role in [Role::Op, Role::Return, Role::Entry] {
+        for role in [Role::Op, Role::Gc, Role::Return, Role::Entry] {
             let name = program_name(role);
-            let program: &mut UProbe = ebpf
-                .program_mut(name)
-                .ok_or_else(|| anyhow!("eBPF object lacks program {name}"))?
-                .try_into()?;
-            program
-                .load()
-                .with_context(|| format!("loading the uprobe program {name}"))?;
+            let program: &mut UProbe = program(&mut ebpf, name)?.try_into()?;
+            load(name, program.load())?;
             for point in plan.points.iter().filter(|p| p.role == role) {
                 let at = UProbeAttachPoint {
                     location: UProbeAttachLocation::AbsoluteOffset(point.file_offset),
@@ -87,14 +142,47 @@ impl Probes {
                         point.function.symbol, point.addr
                     )
                 })?;
+                attached += 1;
             }
         }
-        Ok(Self {
-            ebpf,
-            attached: plan.points.len(),
-        })
+        // Every madvise program is loaded, so both paths pass the verifier on any kernel;
+        // only the chosen one is attached.
+        for name in MADVISE_PROGRAMS {
+            let loaded = match program(&mut ebpf, name)? {
+                Program::KProbe(p) => p.load(),
+                Program::TracePoint(p) => p.load(),
+                _ => return Err(anyhow!("{name} has an unexpected program type")),
+            };
+            load(name, loaded)?;
+        }
+        match madvise {
+            Some(MadvisePath::Kprobe) => {
+                for name in ["madvise_kprobe", "madvise_kretprobe"] {
+                    let p: &mut KProbe = program(&mut ebpf, name)?.try_into()?;
+                    p.attach("do_madvise", 0)
+                        .with_context(|| format!("attaching {name}"))?;
+                    attached += 1;
+                }
+            }
+            Some(MadvisePath::Tracepoint) => {
+                ensure_tracefs()?;
+                let tracepoints = [
+                    ("madvise_enter", "sys_enter_madvise"),
+                    ("madvise_exit", "sys_exit_madvise"),
+                ];
+                for (name, tp) in tracepoints {
+                    let p: &mut TracePoint = program(&mut ebpf, name)?.try_into()?;
+                    p.attach("syscalls", tp)
+                        .with_context(|| format!("attaching the {tp} tracepoint"))?;
+                    attached += 1;
+                }
+            }
+            None => {}
+        }
+        Ok(Self { ebpf, attached })
     }
 
+    /// Uprobes, kprobes and tracepoints attached.
     #[must_use]
     pub fn attached(&self) -> usize {
         self.attached
@@ -127,17 +215,37 @@ impl Probes {
     /// Removes every probe, entries first and returns last so calls in flight can still
     /// finish; maps already taken stay readable for draining.
     pub fn detach(mut self) -> anyhow::Result<()> {
-        for role in [Role::Entry, Role::Op, Role::Return] {
-            let name = program_name(role);
-            if let Some(program) = self.ebpf.program_mut(name) {
-                let program: &mut UProbe = program.try_into()?;
-                program
-                    .unload()
-                    .with_context(|| format!("removing the {name} probes"))?;
-            }
+        let first = [Role::Entry, Role::Gc, Role::Op].map(program_name);
+        let last = [program_name(Role::Return)];
+        for name in first.iter().chain(&MADVISE_PROGRAMS).chain(&last) {
+            let unloaded = match program(&mut self.ebpf, name)? {
+                Program::UProbe(p) => p.unload(),
+                Program::KProbe(p) => p.unload(),
+                Program::TracePoint(p) => p.unload(),
+                _ => Ok(()),
+            };
+            unloaded.with_context(|| format!("removing the {name} probes"))?;
         }
         Ok(())
     }
+}
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut Program> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| anyhow!("eBPF object lacks program {name}"))
+}
+
+/// A load result as one readable line: the verifier's log would swamp the error line.
+fn load(name: &str, result: Result<(), ProgramError>) -> anyhow::Result<()> {
+    result.map_err(|e| {
+        let text = e.to_string();
+        let reason = text
+            .split(". Verifier output")
+            .next()
+            .unwrap_or(&text)
+            .to_owned();
+        anyhow!("loading the eBPF program {name}: {reason}")
+    })
 }
 
 impl Counters {
@@ -166,5 +274,20 @@ impl Counters {
     /// Returns that found no entry: the probes were attached while those calls ran.
     pub fn orphan_returns(&self) -> anyhow::Result<u64> {
         Self::sum(&self.calls, CALLS_ORPHANS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn madvise_path_follows_the_kernels_kprobe_support() {
+        let sysfs = tempfile::tempdir().unwrap();
+        assert_eq!(MadvisePath::detect(sysfs.path()), MadvisePath::Tracepoint);
+        let pmu = sysfs.path().join("bus/event_source/devices/kprobe");
+        std::fs::create_dir_all(&pmu).unwrap();
+        std::fs::write(pmu.join("type"), "6\n").unwrap();
+        assert_eq!(MadvisePath::detect(sysfs.path()), MadvisePath::Kprobe);
     }
 }

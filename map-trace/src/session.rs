@@ -12,6 +12,7 @@ use std::{
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
+use map_trace_common::EventKind;
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
@@ -20,7 +21,7 @@ use tokio::{
 use crate::{
     aggregate::Aggregate,
     cli::{Target, TraceOptions},
-    events,
+    events::{self, Detail, TraceEvent},
     goruntime::{Layout, Runtime},
     output::{
         Exporter,
@@ -29,7 +30,7 @@ use crate::{
     },
     plan::{self, Plan, Role},
     privileges,
-    probes::{Counters, Probes},
+    probes::{Counters, MadvisePath, Probes},
     target::{
         binary::GoBinary,
         launch::{HeldChild, resolve_command},
@@ -85,27 +86,43 @@ pub fn run(opts: &TraceOptions) -> anyhow::Result<()> {
         .build()
         .context("starting the event loop")?;
     let (sink, info) = rt.block_on(async {
-        let mut ends = Ends::new(opts.duration)?;
-        let mut probes = Probes::attach(&plan, &runtime, &exe, pid)?;
+        let mut ends = Ends::new(opts)?;
+        let madvise = opts
+            .events
+            .contains(EventKind::Madvise)
+            .then(|| MadvisePath::detect(Path::new("/sys")));
+        let mut probes = Probes::attach(&plan, &runtime, &exe, pid, madvise)?;
         let ring = probes.take_events()?;
         let counters = probes.take_counters()?;
+        let via = madvise
+            .map(|m| format!("; madvise via {}", m.name()))
+            .unwrap_or_default();
         eprintln!(
-            "attached {} probes to pid {pid} ({}, {} maps)",
+            "attached {} probes to pid {pid} ({}, {} maps){via}",
             probes.attached(),
             runtime.version.raw,
             runtime.flavour
         );
-        if let Some(child) = &mut child {
-            child.release()?;
-        }
-        let started = Instant::now();
+        let rss = opts.events.contains(EventKind::Rss);
         let mut sink = Sink {
             layout: runtime.layout,
             agg: Aggregate::default(),
             exporters,
         };
+        match &mut child {
+            Some(child) => child.release()?,
+            // A running target has its starting RSS now; a command's is taken at the first
+            // tick, once it runs its own program.
+            None if rss => sink.rss_sample(pid)?,
+            None => {}
+        }
+        let started = Instant::now();
         let mut ring = watch(ring).context("watching the ring buffer")?;
-        ends.wait(&mut ring, pidfd, &mut sink).await?;
+        ends.wait(&mut ring, pidfd, &mut sink, rss.then_some(pid))
+            .await?;
+        if rss {
+            sink.rss_sample(pid)?;
+        }
         let attached = probes.attached();
         // The traced window; removing probes afterwards takes the kernel ~0.1 s each.
         let elapsed = started.elapsed();
@@ -173,33 +190,50 @@ fn open_exporters(opts: &TraceOptions) -> anyhow::Result<Vec<Box<dyn Exporter>>>
     Ok(exporters)
 }
 
-/// Everything that can end a run.
+/// Everything that can end a run, and the periodic RSS sample.
 struct Ends {
     sigint: tokio::signal::unix::Signal,
     sigterm: tokio::signal::unix::Signal,
     duration: Option<Duration>,
+    rss_interval: Duration,
+    sample_soon: bool,
 }
+
+/// When a command started by map-trace gets its first RSS sample.
+const COMMAND_FIRST_SAMPLE: Duration = Duration::from_millis(20);
 
 impl Ends {
     /// Registered before the probes are attached, so no signal finds map-trace unprepared.
-    fn new(duration: Option<Duration>) -> anyhow::Result<Self> {
+    fn new(opts: &TraceOptions) -> anyhow::Result<Self> {
         Ok(Self {
             sigint: signal(SignalKind::interrupt()).context("SIGINT handler")?,
             sigterm: signal(SignalKind::terminate()).context("SIGTERM handler")?,
-            duration,
+            duration: opts.duration,
+            rss_interval: opts.rss_interval,
+            sample_soon: matches!(opts.target, Target::Command(_)),
         })
     }
 
-    /// Streams events until the target exits, a signal arrives or the duration is over.
+    /// Streams events until the target exits, a signal arrives or the duration is over;
+    /// samples `rss_of`'s resident memory on the way.
     async fn wait(
         &mut self,
         ring: &mut AsyncFd<RingBuf<MapData>>,
         pidfd: OwnedFd,
         sink: &mut Sink,
+        rss_of: Option<u32>,
     ) -> anyhow::Result<()> {
         let exited = watch(pidfd).context("watching the target")?;
         let deadline = tokio::time::sleep(self.duration.unwrap_or(Duration::MAX));
         tokio::pin!(deadline);
+        // A started command's first sample comes as soon as it runs its own program.
+        let first = if self.sample_soon {
+            COMMAND_FIRST_SAMPLE
+        } else {
+            self.rss_interval
+        };
+        let start = tokio::time::Instant::now() + first.min(self.rss_interval);
+        let mut rss_tick = tokio::time::interval_at(start, self.rss_interval);
         loop {
             tokio::select! {
                 guard = ring.readable_mut() => {
@@ -212,6 +246,11 @@ impl Ends {
                         drop(guard);
                         // Let signals, the deadline and the target's exit be seen under load.
                         tokio::task::yield_now().await;
+                    }
+                }
+                _ = rss_tick.tick(), if rss_of.is_some() => {
+                    if let Some(pid) = rss_of {
+                        sink.rss_sample(pid)?;
                     }
                 }
                 _ = exited.readable() => return Ok(()),
@@ -249,12 +288,34 @@ impl Sink {
                 return Ok(true);
             };
             let event = events::decode(&record, self.layout)?;
-            self.agg.record(&event);
-            for exporter in &mut self.exporters {
-                exporter.event(&event)?;
-            }
+            self.record(&event)?;
         }
         Ok(false)
+    }
+
+    fn record(&mut self, event: &TraceEvent) -> anyhow::Result<()> {
+        self.agg.record(event);
+        for exporter in &mut self.exporters {
+            exporter.event(event)?;
+        }
+        Ok(())
+    }
+
+    /// Records the target's `VmRSS` and `RssAnon` as `rss` events, if it is still there.
+    fn rss_sample(&mut self, pid: u32) -> anyhow::Result<()> {
+        let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .context("reading the monotonic clock")?;
+        let time_ns = u64::try_from(now.tv_sec()).unwrap_or(0) * 1_000_000_000
+            + u64::try_from(now.tv_nsec()).unwrap_or(0);
+        for (which, bytes) in process::resident_memory(pid) {
+            self.record(&TraceEvent {
+                detail: Some(Detail::Rss(which)),
+                rss_bytes: Some(bytes),
+                // Sampled by map-trace, not by a thread of the target: no tid.
+                ..TraceEvent::bare(EventKind::Rss, time_ns, pid, 0)
+            })?;
+        }
+        Ok(())
     }
 }
 

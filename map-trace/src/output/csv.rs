@@ -5,10 +5,10 @@ use std::io::Write;
 use anyhow::Context as _;
 
 use super::Exporter;
-use crate::events::MapEvent;
+use crate::events::TraceEvent;
 
-/// The contract's columns, in order.
-pub const HEADER: [&str; 13] = [
+/// The contract's 13 columns, then `result` (madvise's return value).
+pub const HEADER: [&str; 14] = [
     "time_ns",
     "event",
     "pid",
@@ -22,6 +22,7 @@ pub const HEADER: [&str; 13] = [
     "addr",
     "len",
     "advice",
+    "result",
 ];
 
 pub struct CsvExporter<W: Write> {
@@ -40,27 +41,31 @@ impl<W: Write> CsvExporter<W> {
     }
 }
 
-fn row(e: &MapEvent) -> [String; 13] {
-    let opt = |v: Option<String>| v.unwrap_or_default();
+fn row(e: &TraceEvent) -> [String; 14] {
+    fn opt<T: ToString>(v: Option<T>) -> String {
+        v.map(|v| v.to_string()).unwrap_or_default()
+    }
+    let m = e.madvise;
     [
         e.time_ns.to_string(),
         e.kind.name().to_owned(),
         e.pid.to_string(),
-        e.tid.to_string(),
-        opt(e.goid.map(|g| g.to_string())),
-        format!("{:#x}", e.map),
+        opt((e.tid != 0).then_some(e.tid)),
+        opt(e.goid),
+        opt(e.map.map(|m| format!("{m:#x}"))),
         opt(e.key_hash.map(|h| format!("{h:016x}"))),
-        opt(e.count().map(|c| c.to_string())),
-        opt(e.detail.map(|d| d.to_string())),
-        opt(e.duration_ns.map(|d| d.to_string())),
-        String::new(),
-        String::new(),
-        String::new(),
+        opt(e.count()),
+        opt(e.detail),
+        opt(e.duration_ns),
+        opt(m.map(|m| format!("{:#x}", m.addr))),
+        opt(m.map(|m| m.len).or(e.rss_bytes)),
+        opt(m.map(|m| m.advice_text())),
+        opt(m.map(|m| m.result)),
     ]
 }
 
 impl<W: Write> Exporter for CsvExporter<W> {
-    fn event(&mut self, event: &MapEvent) -> anyhow::Result<()> {
+    fn event(&mut self, event: &TraceEvent) -> anyhow::Result<()> {
         self.writer.write_record(row(event)).context("writing CSV")
     }
 
@@ -74,31 +79,47 @@ mod tests {
     use map_trace_common::EventKind;
 
     use super::*;
-    use crate::events::Detail;
+    use crate::events::{Detail, Madvise};
 
     #[test]
     fn writes_header_and_rows() {
         let mut out = Vec::new();
         {
             let mut csv = CsvExporter::new(&mut out).unwrap();
-            let e = MapEvent {
+            let e = TraceEvent {
                 time_ns: 42,
                 pid: 100,
                 tid: 101,
                 goid: Some(9),
                 key_hash: Some(0xe71f_a219_0541_574b),
-                ..MapEvent::sample(EventKind::Assign, 0x00c0_000a_b0c0, Some(3))
+                ..TraceEvent::sample(EventKind::Assign, 0x00c0_000a_b0c0, Some(3))
             };
             csv.event(&e).unwrap();
-            csv.event(&MapEvent {
+            csv.event(&TraceEvent {
                 goid: None,
-                ..MapEvent::sample(EventKind::Clear, 1, None)
+                ..TraceEvent::sample(EventKind::Clear, 1, None)
             })
             .unwrap();
-            csv.event(&MapEvent {
+            csv.event(&TraceEvent {
                 detail: Some(Detail::Table { old: 16, new: 32 }),
                 duration_ns: Some(1500),
-                ..MapEvent::sample(EventKind::Grow, 2, Some(14))
+                ..TraceEvent::sample(EventKind::Grow, 2, Some(14))
+            })
+            .unwrap();
+            csv.event(&TraceEvent {
+                madvise: Some(Madvise {
+                    addr: 0x7f00,
+                    len: 8192,
+                    advice: 4,
+                    result: 0,
+                }),
+                ..TraceEvent::bare(EventKind::Madvise, 7, 1, 2)
+            })
+            .unwrap();
+            csv.event(&TraceEvent {
+                detail: Some(Detail::Rss("VmRSS")),
+                rss_bytes: Some(4096),
+                ..TraceEvent::bare(EventKind::Rss, 8, 1, 0)
             })
             .unwrap();
             csv.finish().unwrap();
@@ -108,10 +129,12 @@ mod tests {
         assert_eq!(
             lines,
             [
-                "time_ns,event,pid,tid,goid,map,key_hash,count,detail,duration_ns,addr,len,advice",
-                "42,assign,100,101,9,0xc0000ab0c0,e71fa2190541574b,3,,,,,",
-                "0,clear,1,1,,0x1,,,,,,,",
-                "0,grow,1,1,,0x2,,14,table:16->32,1500,,,",
+                "time_ns,event,pid,tid,goid,map,key_hash,count,detail,duration_ns,addr,len,advice,result",
+                "42,assign,100,101,9,0xc0000ab0c0,e71fa2190541574b,3,,,,,,",
+                "0,clear,1,1,,0x1,,,,,,,,",
+                "0,grow,1,1,,0x2,,14,table:16->32,1500,,,,",
+                "7,madvise,1,2,,,,,,,0x7f00,8192,DONTNEED,0",
+                "8,rss,1,,,,,,VmRSS,,,4096,,",
             ]
         );
     }

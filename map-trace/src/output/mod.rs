@@ -4,11 +4,11 @@
 pub mod csv;
 pub mod summary;
 
-use crate::events::MapEvent;
+use crate::events::TraceEvent;
 
 /// A per-event output.
 pub trait Exporter {
-    fn event(&mut self, event: &MapEvent) -> anyhow::Result<()>;
+    fn event(&mut self, event: &TraceEvent) -> anyhow::Result<()>;
     /// Flushes everything written; called once at the end of the run.
     fn finish(&mut self) -> anyhow::Result<()>;
 }

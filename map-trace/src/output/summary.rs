@@ -35,6 +35,12 @@ fn ms(ns: u64) -> String {
     format!("{ms:.3} ms")
 }
 
+fn mib(bytes: u64) -> String {
+    #[expect(clippy::cast_precision_loss, reason = "display only")]
+    let mib = bytes as f64 / f64::from(1_u32 << 20);
+    format!("{mib:.1} MiB")
+}
+
 fn timing(what: &str, t: &Timing) -> String {
     format!(
         "{what} {}, total {}, worst {}",
@@ -96,9 +102,10 @@ fn growth(m: &MapStats) -> Option<String> {
     if m.grow_count() > 0 {
         let kinds: Vec<String> = m.grows.iter().map(|(k, n)| format!("{k} {n}")).collect();
         parts.push(format!(
-            "{} ({})",
+            "{} ({}), {} during GC",
             timing("grows", &m.grow_time),
-            kinds.join(", ")
+            kinds.join(", "),
+            m.grows_in_gc
         ));
     }
     if m.evacuate_time.count > 0 {
@@ -166,6 +173,43 @@ pub fn render(agg: &Aggregate, run: &RunInfo) -> String {
         "timed calls: {} entered, {} returned, {} returns without entry",
         c.entered, c.returned, c.orphans
     );
+    let gc = agg.gc;
+    let _ = writeln!(
+        s,
+        "gc: {} cycles started, {} mark phases ended",
+        gc.starts, gc.mark_ends
+    );
+    let calls: Vec<String> = agg
+        .madvise
+        .iter()
+        .map(|(advice, a)| {
+            format!(
+                "{advice} {} calls {} ({} failed)",
+                a.calls,
+                mib(a.bytes),
+                a.failed
+            )
+        })
+        .collect();
+    let _ = writeln!(
+        s,
+        "madvise: {}; given back {}",
+        if calls.is_empty() {
+            "none".to_owned()
+        } else {
+            calls.join(", ")
+        },
+        mib(agg.given_back)
+    );
+    for (which, r) in &agg.rss {
+        let _ = writeln!(
+            s,
+            "rss {which}: start {}, peak {}, end {}",
+            mib(r.first),
+            mib(r.peak),
+            mib(r.last)
+        );
+    }
     let _ = writeln!(s, "lost events: {}", run.lost);
     s
 }
@@ -175,7 +219,7 @@ mod tests {
     use map_trace_common::EventKind;
 
     use super::*;
-    use crate::events::{Detail, MapEvent};
+    use crate::events::{Detail, Madvise, TraceEvent};
 
     fn run() -> RunInfo {
         RunInfo {
@@ -205,12 +249,12 @@ mod tests {
             (EventKind::Assign, 0x10),
             (EventKind::Clear, 0x20),
         ] {
-            agg.record(&MapEvent::sample(kind, map, Some(5)));
+            agg.record(&TraceEvent::sample(kind, map, Some(5)));
         }
-        agg.record(&MapEvent {
+        agg.record(&TraceEvent {
             detail: Some(Detail::Table { old: 8, new: 16 }),
             duration_ns: Some(2_500_000),
-            ..MapEvent::sample(EventKind::Grow, 0x10, Some(5))
+            ..TraceEvent::sample(EventKind::Grow, 0x10, Some(5))
         });
         let text = render(&agg, &run());
         assert!(
@@ -223,7 +267,7 @@ mod tests {
             ["0x10", "swiss", "2", "0", "0", "5", "1", "0"]
         );
         assert!(
-            text.contains("grows 1, total 2.500 ms, worst 2.500 ms (table 1)"),
+            text.contains("grows 1, total 2.500 ms, worst 2.500 ms (table 1), 0 during GC"),
             "{text}"
         );
         assert!(text.contains("small (one group of 8), load 0.62"), "{text}");
@@ -234,12 +278,47 @@ mod tests {
         );
         assert!(text.contains("timed calls: 1 entered, 1 returned, 0 returns without entry"));
         assert!(text.contains("lost events: 4"));
+        assert!(
+            text.contains("gc: 0 cycles started, 0 mark phases ended"),
+            "{text}"
+        );
+        assert!(text.contains("madvise: none; given back 0.0 MiB"), "{text}");
+    }
+
+    #[test]
+    fn memory_lines() {
+        let mut agg = Aggregate::default();
+        agg.record(&TraceEvent {
+            madvise: Some(Madvise {
+                addr: 0,
+                len: 3 << 20,
+                advice: 4,
+                result: 0,
+            }),
+            ..TraceEvent::bare(EventKind::Madvise, 0, 1, 1)
+        });
+        for bytes in [10 << 20, 30 << 20, 20 << 20] {
+            agg.record(&TraceEvent {
+                detail: Some(Detail::Rss("VmRSS")),
+                rss_bytes: Some(bytes),
+                ..TraceEvent::bare(EventKind::Rss, 0, 1, 1)
+            });
+        }
+        let text = render(&agg, &run());
+        assert!(
+            text.contains("madvise: DONTNEED 1 calls 3.0 MiB (0 failed); given back 3.0 MiB"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rss VmRSS: start 10.0 MiB, peak 30.0 MiB, end 20.0 MiB"),
+            "{text}"
+        );
     }
 
     #[test]
     fn classic_growth_in_progress() {
         let mut agg = Aggregate::default();
-        agg.record(&MapEvent {
+        agg.record(&TraceEvent {
             state: Some(MapState::Classic {
                 count: 100,
                 b: 4,
@@ -248,7 +327,7 @@ mod tests {
                 same_size: false,
                 nevacuate: 3,
             }),
-            ..MapEvent::sample(EventKind::Assign, 0x30, None)
+            ..TraceEvent::sample(EventKind::Assign, 0x30, None)
         });
         let text = render(
             &agg,

@@ -52,6 +52,8 @@ pub struct GoBinary {
     data: Vec<u8>,
     version: String,
     functions: HashMap<String, Function>,
+    /// Data symbols (global variables) by name: their addresses.
+    objects: HashMap<String, u64>,
     segments: Vec<Segment>,
 }
 
@@ -107,6 +109,11 @@ impl GoBinary {
                 ))
             })
             .collect();
+        let objects = file
+            .symbols()
+            .filter(|s| s.kind() == SymbolKind::Data)
+            .filter_map(|s| Some((s.name().ok()?.to_owned(), s.address())))
+            .collect();
         let segments = file
             .segments()
             .map(|seg| {
@@ -123,6 +130,7 @@ impl GoBinary {
             data,
             version,
             functions,
+            objects,
             segments,
         })
     }
@@ -146,6 +154,12 @@ impl GoBinary {
     #[must_use]
     pub fn has_function(&self, name: &str) -> bool {
         self.functions.contains_key(name)
+    }
+
+    /// The address of the global variable `name`.
+    #[must_use]
+    pub fn object(&self, name: &str) -> Option<u64> {
+        self.objects.get(name).copied()
     }
 
     /// Whether the binary has any function symbols at all (stripped binaries do not).

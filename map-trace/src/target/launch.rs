@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use nix::{
     sys::{
         signal::{Signal, kill},
-        wait::waitpid,
+        wait::{WaitPidFlag, waitpid},
     },
     unistd::{ForkResult, Pid, close, execv, fork, pipe, read, write},
 };
@@ -99,9 +99,10 @@ impl HeldChild {
         Ok(())
     }
 
-    /// Reaps the child once it has exited (after its pidfd became readable).
+    /// Reaps the child if it has exited; one still running (the run ended by `--duration`
+    /// or a signal) is left to run on, as a traced `--pid` process would.
     pub fn reap(&self) {
-        let _ = waitpid(self.pid, None);
+        let _ = waitpid(self.pid, Some(WaitPidFlag::WNOHANG));
     }
 }
 

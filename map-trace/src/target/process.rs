@@ -68,6 +68,23 @@ impl Process {
     }
 }
 
+/// The resident-memory figures of `pid` in bytes (`VmRSS`, `RssAnon`), from
+/// `/proc/PID/status`; empty once the process is gone or has no memory (a zombie).
+#[must_use]
+pub fn resident_memory(pid: u32) -> Vec<(&'static str, u64)> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    ["VmRSS", "RssAnon"]
+        .into_iter()
+        .filter_map(|field| {
+            let line = status
+                .lines()
+                .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?;
+            let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+            Some((field, kib * 1024))
+        })
+        .collect()
+}
+
 /// A pidfd for `pid`: readable once the process has exited.
 pub fn pidfd(pid: u32) -> std::io::Result<OwnedFd> {
     let pid =
@@ -90,6 +107,17 @@ mod tests {
     fn inspects_itself() {
         let me = Process::inspect(std::process::id()).unwrap();
         assert_eq!(me.exe_name, std::env::current_exe().unwrap());
+    }
+
+    #[test]
+    fn reads_resident_memory() {
+        let rss = resident_memory(std::process::id());
+        assert_eq!(
+            rss.iter().map(|(f, _)| *f).collect::<Vec<_>>(),
+            ["VmRSS", "RssAnon"]
+        );
+        assert!(rss.iter().all(|(_, b)| *b > 0 && b % 1024 == 0), "{rss:?}");
+        assert!(resident_memory(u32::MAX).is_empty());
     }
 
     #[test]
