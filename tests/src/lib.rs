@@ -300,8 +300,13 @@ impl Program {
     /// Starts `bin` with `args` and waits for it to print `ready`.
     #[must_use]
     pub fn start_ready(bin: &Path, args: &[&str]) -> Self {
-        let mut child = Command::new(bin)
-            .args(args)
+        Self::spawn_ready(Command::new(bin).args(args))
+    }
+
+    /// Starts `cmd` and waits for it to print `ready`.
+    #[must_use]
+    pub fn spawn_ready(cmd: &mut Command) -> Self {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()

@@ -24,6 +24,7 @@ struct MapReport {
 #[derive(Deserialize)]
 struct Report {
     n: u64,
+    numgc: u64,
     classic_b: u32,
     det: MapReport,
     big: MapReport,
@@ -126,6 +127,19 @@ fn matrix(v: Variant) {
     }
 
     let (det_grows, big_grows) = check_steps(v, &report, &rows);
+
+    // GC probes: traced from the first instruction, every cycle is seen start to end.
+    let gc = |what: &str| {
+        rows.iter()
+            .filter(|r| r["event"] == "gc" && r["detail"].starts_with(what))
+            .count() as u64
+    };
+    assert!(report.numgc >= 1, "{v:?}");
+    assert_eq!(
+        (gc("start:"), gc("mark-end:")),
+        (report.numgc, report.numgc),
+        "{v:?}"
+    );
 
     // The summary counts the same grows per map.
     let summary_grows: HashMap<&str, &str> = done

@@ -31,6 +31,7 @@ fn version_table_matches_dwarf() {
             "internal/abi.Type",
             "internal/runtime/maps.Map",
             "internal/runtime/maps.table",
+            "runtime.mstats",
         ];
         names.extend(map_types);
         let dwarf = dwarf_struct_offsets(&bin, &names);
@@ -49,6 +50,11 @@ fn version_table_matches_dwarf() {
         assert_eq!(
             layout.type_size_offset,
             field("internal/abi.Type", "Size_"),
+            "{v:?}"
+        );
+        assert_eq!(
+            layout.numgc_offset,
+            field("runtime.mstats", "numgc"),
             "{v:?}"
         );
         // The map type's struct name differs by version and flavour; the one this build

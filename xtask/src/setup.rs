@@ -24,6 +24,9 @@ const BPF_LINKER: &str = "0.13.0";
 pub const GO_VERSIONS: [&str; 7] = [
     "1.21.13", "1.22.10", "1.23.9", "1.24.11", "1.25.5", "1.26.6", "1.27.3",
 ];
+/// Commands the tests use, and the Debian packages that have them.
+const DEBIAN_PACKAGES: [(&str, &str); 1] = [("strace", "strace")];
+
 /// The Go release the demo program is built with.
 pub const DEMO_GO: &str = "1.26.6";
 
@@ -60,6 +63,7 @@ fn step(what: &str) {
 pub fn install() -> anyhow::Result<Tools> {
     let cache = cache_dir()?;
     std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
+    debian_packages()?;
     nightly()?;
     let llvm = llvm(&cache)?;
     let bpf_linker_bin = bpf_linker(&cache, &llvm)?;
@@ -72,6 +76,28 @@ pub fn install() -> anyhow::Result<Tools> {
         bpf_linker_bin,
         go_roots,
     })
+}
+
+fn debian_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .filter(|(command, _)| {
+            output(Command::new("sh").args(["-c", &format!("command -v {command}")])).is_none()
+        })
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    step(&format!(
+        "installing Debian packages: {}",
+        missing.join(" ")
+    ));
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
 fn nightly() -> anyhow::Result<()> {

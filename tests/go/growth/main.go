@@ -6,6 +6,8 @@
 //     stays within one table goes small, to-table, then doubles 16->32->...->1024.
 //   - big: enough string keys to split swiss tables and evacuate many classic buckets.
 //   - churn: inserts and deletes interleaved, in another goroutine.
+//
+// It ends with a full GC and reports how many cycles ran.
 package main
 
 import (
@@ -81,8 +83,14 @@ func main() {
 	}()
 	wg.Wait()
 
+	// Every GC cycle of the run, completed: the tests check map-trace saw each one.
+	runtime.GC()
+	var stats runtime.MemStats
+	runtime.ReadMemStats(&stats)
+
 	report := map[string]any{
 		"n":         *n,
+		"numgc":     stats.NumGC,
 		"classic_b": classicB,
 		"det":       mapReport{fmt.Sprintf("%#x", header(unsafe.Pointer(&det))), goid()},
 		"big":       mapReport{fmt.Sprintf("%#x", header(unsafe.Pointer(&big))), goid()},
