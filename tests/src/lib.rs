@@ -554,3 +554,51 @@ pub fn dwarf_struct_offsets(bin: &Path, names: &[&str]) -> HashMap<String, HashM
     }
     found
 }
+
+/// map-trace running a Go program through `--`, with the CSV and the program's JSON
+/// report (`-out`) in a scratch folder.
+pub struct CommandRun {
+    pub tracer: Tracer,
+    pub csv: PathBuf,
+    pub report: PathBuf,
+    /// Holds the scratch folder for the run's lifetime.
+    pub dir: tempfile::TempDir,
+}
+
+/// Starts `map-trace --csv … -- bin args… -out report.json`.
+#[must_use]
+pub fn trace_command(bin: &Path, args: &[&str]) -> CommandRun {
+    let dir = tempfile::tempdir().expect("scratch folder");
+    let (csv, report) = (
+        dir.path().join("events.csv"),
+        dir.path().join("report.json"),
+    );
+    let mut cmd = Command::new(map_trace_bin());
+    cmd.arg("--csv")
+        .arg(&csv)
+        .arg("--")
+        .arg(bin)
+        .args(args)
+        .arg("-out")
+        .arg(&report);
+    CommandRun {
+        tracer: Tracer::start_command(&mut cmd),
+        csv,
+        report,
+        dir,
+    }
+}
+
+/// `timed calls: E entered, R returned, O returns without entry` from a summary.
+#[must_use]
+pub fn timed_calls(summary: &str) -> (u64, u64, u64) {
+    let line = summary
+        .lines()
+        .find(|l| l.starts_with("timed calls:"))
+        .unwrap_or_else(|| panic!("no timed calls line in:\n{summary}"));
+    let n: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (n[0], n[1], n[2])
+}

@@ -10,7 +10,8 @@
 use std::{path::Path, process::Command, time::Duration};
 
 use integration_tests::{
-    Finished, GO_CLASSIC, GO_SWISS, Tracer, build_go, proc_state, read_csv, wait_bounded,
+    Finished, GO_CLASSIC, GO_SWISS, Tracer, build_go, proc_state, read_csv, timed_calls,
+    wait_bounded,
 };
 
 const LIMIT: Duration = Duration::from_mins(1);
@@ -38,20 +39,12 @@ fn assert_drained(done: &Finished, csv: &Path) {
     assert!(done.stdout.contains("lost events: 0"), "{}", done.stdout);
     // Attached and detached mid-run: every matched return made exactly one event, and
     // entries are removed before returns, so no call is left entered but unreturned.
-    let calls = done
-        .stdout
-        .lines()
-        .find(|l| l.starts_with("timed calls:"))
-        .expect("timed calls line");
-    let n: Vec<u64> = calls
-        .split_whitespace()
-        .filter_map(|w| w.parse().ok())
-        .collect();
+    let (entered, returned, _) = timed_calls(&done.stdout);
     let timed = rows
         .iter()
         .filter(|r| matches!(r["event"].as_str(), "grow" | "evacuate"));
-    assert_eq!(n[1], timed.count() as u64, "{calls}");
-    assert_eq!(n[0], n[1], "{calls}");
+    assert_eq!(returned, timed.count() as u64);
+    assert_eq!(entered, returned);
 }
 
 fn start_demo(go: &str) -> std::process::Child {

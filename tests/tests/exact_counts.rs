@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use integration_tests::{
     GO_CLASSIC, GO_SWISS, Program, Report, Tracer, assert_events_match, build_go, read_csv,
+    trace_command,
 };
 
 const LIMIT: Duration = Duration::from_mins(4);
@@ -78,24 +79,9 @@ fn by_pid(go: &str, flavour: &str) {
 }
 
 fn through_command(go: &str, flavour: &str) {
-    let bin = build_go("mapops", go);
-    let dir = tempfile::tempdir().unwrap();
-    let (csv, report_path) = (
-        dir.path().join("events.csv"),
-        dir.path().join("report.json"),
-    );
-    let mut tracer = Tracer::start(&[
-        "--csv",
-        csv.to_str().unwrap(),
-        "--",
-        bin.to_str().unwrap(),
-        "-n",
-        "2000",
-        "-out",
-        report_path.to_str().unwrap(),
-    ]);
-    let attached = tracer.wait_attached(LIMIT);
-    let done = tracer.finish(LIMIT);
+    let mut run = trace_command(&build_go("mapops", go), &["-n", "2000"]);
+    let attached = run.tracer.wait_attached(LIMIT);
+    let done = run.tracer.finish(LIMIT);
     assert!(done.status.success(), "map-trace: {:?}", done.stderr);
     let pid: u32 = attached
         .split_whitespace()
@@ -103,8 +89,8 @@ fn through_command(go: &str, flavour: &str) {
         .nth(1)
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("no pid in `{attached}`"));
-    let report = Report::read(&report_path);
-    let rows = read_csv(&csv);
+    let report = Report::read(&run.report);
+    let rows = read_csv(&run.csv);
     assert_events_match(&report, &rows, pid);
     check_summary(&done.stdout, &report, flavour);
     // Held before exec: the runtime's own first map operations, before main, are traced

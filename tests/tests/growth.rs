@@ -10,7 +10,7 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use integration_tests::{Row, Tracer, VARIANTS, Variant, read_csv};
+use integration_tests::{Row, VARIANTS, Variant, read_csv, timed_calls, trace_command};
 use serde::Deserialize;
 
 const LIMIT: Duration = Duration::from_mins(4);
@@ -29,19 +29,6 @@ struct Report {
     det: MapReport,
     big: MapReport,
     churn: MapReport,
-}
-
-/// `timed calls: E entered, R returned, O returns without entry` from the summary.
-fn timed_calls(summary: &str) -> (u64, u64, u64) {
-    let line = summary
-        .lines()
-        .find(|l| l.starts_with("timed calls:"))
-        .unwrap_or_else(|| panic!("no timed calls line in:\n{summary}"));
-    let n: Vec<u64> = line
-        .split_whitespace()
-        .filter_map(|w| w.parse().ok())
-        .collect();
-    (n[0], n[1], n[2])
 }
 
 fn of_map<'a>(rows: &'a [Row], addr: &str, kind: &str) -> Vec<&'a Row> {
@@ -67,31 +54,18 @@ fn swiss_steps(n: u64) -> Vec<String> {
 }
 
 fn matrix(v: Variant) {
-    let bin = v.build("growth");
-    let dir = tempfile::tempdir().unwrap();
-    let (csv, report_path) = (
-        dir.path().join("events.csv"),
-        dir.path().join("report.json"),
-    );
-    let mut tracer = Tracer::start(&[
-        "--csv",
-        csv.to_str().unwrap(),
-        "--",
-        bin.to_str().unwrap(),
-        "-out",
-        report_path.to_str().unwrap(),
-    ]);
-    let attached = tracer.wait_attached(LIMIT);
+    let mut run = trace_command(&v.build("growth"), &[]);
+    let attached = run.tracer.wait_attached(LIMIT);
     let flavour = v.flavour();
     assert!(
         attached.contains(&format!("{flavour} maps")),
         "{v:?}: {attached}"
     );
-    let done = tracer.finish(LIMIT);
+    let done = run.tracer.finish(LIMIT);
     assert!(done.status.success(), "{v:?}: {:?}", done.stderr);
     let report: Report =
-        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
-    let rows = read_csv(&csv);
+        serde_json::from_str(&std::fs::read_to_string(&run.report).unwrap()).unwrap();
+    let rows = read_csv(&run.csv);
 
     // Every timed event has a duration and a goroutine; entries balance returns, and every
     // return made exactly one event (the program ran whole under the probes: no orphans).
