@@ -284,7 +284,18 @@ pub struct Config {
     pub type_size_offset: u64,
     /// Address of `runtime.memstats.numgc` (completed GC cycles) in the target; 0 if unknown.
     pub gc_cycles_addr: u64,
+    /// [`FILTER_KEY`] and [`FILTER_MAP`] bits: which filters apply.
+    pub filters: u64,
+    /// With [`FILTER_KEY`]: keyed events must have this key hash.
+    pub key_hash: u64,
+    /// With [`FILTER_MAP`]: map events must be of the map header at this address.
+    pub map: u64,
 }
+
+/// `Config::filters`: only keyed events with `Config::key_hash` (others pass).
+pub const FILTER_KEY: u64 = 1;
+/// `Config::filters`: only map events of `Config::map` (events of no map pass).
+pub const FILTER_MAP: u64 = 2;
 
 #[cfg(feature = "user")]
 // SAFETY: plain `#[repr(C)]` integers, no padding left implicit.

@@ -27,8 +27,9 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext, TracePointContext},
 };
 use map_trace_common::{
-    CALLS_ORPHANS, CALLS_SLOTS, Config, Event, EventKind, FLAG_DETAIL, FLAG_GOID, FLAG_HEADER,
-    FLAG_KEY, FLAG_TABLE, HEADER_BYTES, KEY_MAX, KeyKind, ProbeCookie, Reg, TABLE_BYTES, key_hash,
+    CALLS_ORPHANS, CALLS_SLOTS, Config, Event, EventKind, FILTER_KEY, FILTER_MAP, FLAG_DETAIL,
+    FLAG_GOID, FLAG_HEADER, FLAG_KEY, FLAG_TABLE, HEADER_BYTES, KEY_MAX, KeyKind, ProbeCookie, Reg,
+    TABLE_BYTES, key_hash,
 };
 
 /// Written by user space before load (read-only global).
@@ -40,6 +41,9 @@ static CONFIG: Config = Config {
     map_type_key_offset: 0,
     type_size_offset: 0,
     gc_cycles_addr: 0,
+    filters: 0,
+    key_hash: 0,
+    map: 0,
 };
 
 /// Default size; user space may resize before load.
@@ -185,12 +189,24 @@ pub fn map_op(ctx: ProbeContext) -> u32 {
         return 0;
     };
     event.map = regs.get(cookie.map);
+    if !map_wanted(&cfg, event.map) {
+        return 0;
+    }
     if let Some(hash) = hash_key(cookie.key, &regs, &cfg) {
+        // Filtered here, so an unwanted key never costs ring-buffer space.
+        if cfg.filters & FILTER_KEY != 0 && hash != cfg.key_hash {
+            return 0;
+        }
         event.key_hash = hash;
         event.flags |= FLAG_KEY;
     }
     finish(&mut event);
     0
+}
+
+#[inline(always)]
+fn map_wanted(cfg: &Config, map: u64) -> bool {
+    cfg.filters & FILTER_MAP == 0 || cfg.map == map
 }
 
 #[uprobe]
@@ -257,6 +273,10 @@ pub fn call_return(ctx: ProbeContext) -> u32 {
     };
     let _ = PENDING.remove(key);
     count(&CALLS, 2 * u32::from(cookie.function) + 1);
+    // Counted above, so entries still balance returns; only the event is filtered.
+    if !map_wanted(&cfg, pending.map) {
+        return 0;
+    }
     event.map = pending.map;
     event.duration_ns = now.saturating_sub(pending.time_ns);
     event.detail = pending.detail;

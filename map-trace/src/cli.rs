@@ -74,6 +74,24 @@ pub struct TraceArgs {
     /// Comma list of event kinds to trace: assign, delete, clear, grow, evacuate, gc, madvise, rss (default: all)
     #[arg(long, value_name = "LIST", value_parser = parse_events)]
     pub events: Option<EventSet>,
+    /// Only keyed events (assign, delete) whose key hash is this 64-bit value (16 hex digits,
+    /// 0x optional; see `map-trace hash`); filtered in the kernel. Other kinds pass
+    #[arg(long, value_name = "HEX", value_parser = parse_key_hash, group = "key_filter")]
+    pub key_hash: Option<u64>,
+    /// The same as --key-hash, with the hash of this string key
+    #[arg(long, value_name = "STR", group = "key_filter")]
+    pub key: Option<String>,
+    /// The same as --key-hash, with the hash of this 8-byte integer key
+    #[arg(
+        long,
+        value_name = "N",
+        allow_negative_numbers = true,
+        group = "key_filter"
+    )]
+    pub key_int: Option<i64>,
+    /// Only events of the map whose header is at this address (hex); events of no map pass
+    #[arg(long, value_name = "ADDR", value_parser = parse_address)]
+    pub map: Option<u64>,
     /// Seconds between RSS samples (also taken at attach and at the end)
     #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_duration)]
     pub rss_interval: Duration,
@@ -115,6 +133,10 @@ pub struct TraceOptions {
     pub duration: Option<Duration>,
     pub csv: Option<PathBuf>,
     pub events: EventSet,
+    /// Keyed events must have this key hash.
+    pub key_hash: Option<u64>,
+    /// Map events must be of this map.
+    pub map: Option<u64>,
     pub rss_interval: Duration,
     pub verbose: bool,
 }
@@ -137,6 +159,11 @@ impl TraceArgs {
             duration: self.duration,
             csv: self.csv,
             events: self.events.unwrap_or_else(EventSet::all),
+            key_hash: self
+                .key_hash
+                .or_else(|| self.key.map(|k| key_hash(k.as_bytes())))
+                .or_else(|| self.key_int.map(|n| key_hash(&n.to_le_bytes()))),
+            map: self.map,
             rss_interval: self.rss_interval,
             verbose: self.verbose,
         })
@@ -151,6 +178,26 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("`{s}`: give a positive number of seconds"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_key_hash(s: &str) -> Result<u64, String> {
+    let digits = s.strip_prefix("0x").unwrap_or(s);
+    if digits.len() != 16 {
+        return Err(format!(
+            "`{s}`: give the 16 hex digits `map-trace hash` prints"
+        ));
+    }
+    u64::from_str_radix(digits, 16).map_err(|_| format!("`{s}` is not hex"))
+}
+
+fn parse_address(s: &str) -> Result<u64, String> {
+    let digits = s.strip_prefix("0x").unwrap_or(s);
+    u64::from_str_radix(digits, 16)
+        .ok()
+        .filter(|a| *a != 0)
+        .ok_or_else(|| {
+            format!("`{s}` is not a map address: give it in hex, as the CSV's map column shows it")
+        })
 }
 
 fn parse_events(s: &str) -> Result<EventSet, String> {
@@ -237,6 +284,41 @@ mod tests {
         assert!(!opts.events.contains(EventKind::Delete));
 
         assert!(Cli::try_parse_from(["map-trace", "--pid", "7", "--events", "nope"]).is_err());
+        let opts = |args: &[&str]| {
+            Cli::try_parse_from(args)
+                .unwrap()
+                .trace
+                .into_options()
+                .unwrap()
+        };
+        let o = opts(&[
+            "map-trace",
+            "--pid",
+            "7",
+            "--key",
+            "abc",
+            "--map",
+            "0xc000012000",
+        ]);
+        assert_eq!(
+            (o.key_hash, o.map),
+            (Some(0xe71f_a219_0541_574b), Some(0x00c0_0001_2000))
+        );
+        let o = opts(&["map-trace", "--pid", "7", "--key-hash", "e71fa2190541574b"]);
+        assert_eq!(o.key_hash, Some(0xe71f_a219_0541_574b));
+        let o = opts(&["map-trace", "--pid", "7", "--key-int", "-3"]);
+        assert_eq!(o.key_hash, Some(key_hash(&(-3_i64).to_le_bytes())));
+        for bad in [
+            &["--key-hash", "123"][..],
+            &["--key-hash", "zz1fa2190541574b"],
+            &["--map", "xyz"],
+            &["--map", "0"],
+            &["--key", "a", "--key-int", "1"],
+        ] {
+            let mut args = vec!["map-trace", "--pid", "7"];
+            args.extend_from_slice(bad);
+            assert!(Cli::try_parse_from(&args).is_err(), "{bad:?}");
+        }
         assert!(Cli::try_parse_from(["map-trace", "--pid", "7", "--duration", "-1"]).is_err());
         assert!(Cli::try_parse_from(["map-trace", "--pid", "7", "--", "x"]).is_err());
         let none = Cli::try_parse_from(["map-trace"]).unwrap();

@@ -11,7 +11,7 @@ use aya::{
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
     },
 };
-use map_trace_common::{CALLS_ORPHANS, Config};
+use map_trace_common::{CALLS_ORPHANS, Config, FILTER_KEY, FILTER_MAP};
 
 use crate::{
     goruntime::Runtime,
@@ -80,6 +80,15 @@ fn ensure_tracefs() -> anyhow::Result<()> {
         })
 }
 
+/// What the eBPF programs let through.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Filter {
+    /// Keyed events must have this key hash.
+    pub key_hash: Option<u64>,
+    /// Map events must be of this map header.
+    pub map: Option<u64>,
+}
+
 /// Attached probes and the maps user space reads.
 pub struct Probes {
     ebpf: Ebpf,
@@ -109,6 +118,7 @@ impl Probes {
         binary: &Path,
         pid: u32,
         madvise: Option<MadvisePath>,
+        filter: &Filter,
     ) -> anyhow::Result<Self> {
         let layout = runtime.layout;
         let config = Config {
@@ -118,6 +128,13 @@ impl Probes {
             map_type_key_offset: layout.map_type_key_offset,
             type_size_offset: layout.type_size_offset,
             gc_cycles_addr: plan.gc_cycles_addr.unwrap_or(0),
+            filters: if filter.key_hash.is_some() {
+                FILTER_KEY
+            } else {
+                0
+            } | if filter.map.is_some() { FILTER_MAP } else { 0 },
+            key_hash: filter.key_hash.unwrap_or(0),
+            map: filter.map.unwrap_or(0),
         };
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)

@@ -30,7 +30,7 @@ use crate::{
     },
     plan::{self, Plan, Role},
     privileges,
-    probes::{Counters, MadvisePath, Probes},
+    probes::{Counters, Filter, MadvisePath, Probes},
     target::{
         binary::GoBinary,
         launch::{HeldChild, resolve_command},
@@ -91,7 +91,11 @@ pub fn run(opts: &TraceOptions) -> anyhow::Result<()> {
             .events
             .contains(EventKind::Madvise)
             .then(|| MadvisePath::detect(Path::new("/sys")));
-        let mut probes = Probes::attach(&plan, &runtime, &exe, pid, madvise)?;
+        let filter = Filter {
+            key_hash: opts.key_hash,
+            map: opts.map,
+        };
+        let mut probes = Probes::attach(&plan, &runtime, &exe, pid, madvise, &filter)?;
         let ring = probes.take_events()?;
         let counters = probes.take_counters()?;
         let via = madvise
@@ -143,20 +147,7 @@ pub fn run(opts: &TraceOptions) -> anyhow::Result<()> {
     if let Some(child) = &child {
         child.reap();
     }
-    let Sink {
-        agg, mut exporters, ..
-    } = sink;
-    for exporter in &mut exporters {
-        exporter.finish()?;
-    }
-    let text = summary::render(&agg, &info);
-    if csv_to_stdout {
-        eprint!("{text}");
-    } else {
-        print!("{text}");
-        io::stdout().flush().context("writing the summary")?;
-    }
-    Ok(())
+    sink.finish(&info, csv_to_stdout)
 }
 
 fn describe_plan(plan: &Plan) {
@@ -291,6 +282,22 @@ impl Sink {
             self.record(&event)?;
         }
         Ok(false)
+    }
+
+    /// Flushes every export, then prints the summary: to standard error when the CSV
+    /// takes standard output.
+    fn finish(mut self, info: &RunInfo, csv_to_stdout: bool) -> anyhow::Result<()> {
+        for exporter in &mut self.exporters {
+            exporter.finish()?;
+        }
+        let text = summary::render(&self.agg, info);
+        if csv_to_stdout {
+            eprint!("{text}");
+        } else {
+            print!("{text}");
+            io::stdout().flush().context("writing the summary")?;
+        }
+        Ok(())
     }
 
     fn record(&mut self, event: &TraceEvent) -> anyhow::Result<()> {

@@ -292,6 +292,8 @@ pub fn assert_events_match(report: &Report, rows: &[Row], pid: u32) {
 /// A Go program started by a test, killed if the test ends first.
 pub struct Program {
     pub child: Child,
+    /// What the program printed after `ready` on its ready line.
+    pub ready: String,
     stdin: Option<ChildStdin>,
     stdout: BufReader<ChildStdout>,
 }
@@ -315,9 +317,15 @@ impl Program {
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
         let mut line = String::new();
         stdout.read_line(&mut line).expect("read ready line");
-        assert_eq!(line.trim(), "ready", "program did not get ready");
+        let ready = line
+            .trim()
+            .strip_prefix("ready")
+            .unwrap_or_else(|| panic!("program did not get ready: {line:?}"))
+            .trim()
+            .to_owned();
         Self {
             child,
+            ready,
             stdin,
             stdout,
         }

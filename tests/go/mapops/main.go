@@ -119,8 +119,9 @@ func main() {
 		{Name: "pointer", Addr: addr(unsafe.Pointer(&ptrMap))},
 		{Name: "array16", Addr: addr(unsafe.Pointer(&arrMap))},
 	}
-	if *wait {
-		fmt.Println("ready")
+		if *wait {
+		// The string map's header address rides on the ready line, for --map.
+		fmt.Println("ready", ts[0].Addr)
 		bufio.NewReader(os.Stdin).ReadString('\n')
 	}
 
