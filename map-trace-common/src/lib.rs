@@ -142,6 +142,8 @@ pub struct ProbeCookie {
     pub table_in_rax: bool,
     /// Index of the function in map-trace's plan, reported in [`Event::function`].
     pub function: u16,
+    /// Register holding the map's type descriptor, reported in [`Event::map_type`].
+    pub map_type: Option<Reg>,
 }
 
 /// `ProbeCookie::detail` when none.
@@ -154,12 +156,17 @@ impl ProbeCookie {
             Some(r) => r as u64,
             None => NO_REG,
         };
+        let map_type = match self.map_type {
+            Some(r) => r as u64,
+            None => NO_REG,
+        };
         (self.kind as u64)
             | ((self.key as u64) << 8)
             | ((self.map as u64) << 16)
             | (detail << 24)
             | ((self.table_in_rax as u64) << 32)
             | ((self.function as u64) << 40)
+            | (map_type << 56)
     }
 
     /// The event kind byte and the rest of an encoded cookie.
@@ -170,6 +177,7 @@ impl ProbeCookie {
     )]
     pub const fn decode(cookie: u64) -> (u8, Self) {
         let detail = (cookie >> 24) as u8;
+        let map_type = (cookie >> 56) as u8;
         (
             cookie as u8,
             Self {
@@ -183,6 +191,11 @@ impl ProbeCookie {
                 },
                 table_in_rax: (cookie >> 32) & 1 == 1,
                 function: (cookie >> 40) as u16,
+                map_type: if map_type as u64 == NO_REG {
+                    None
+                } else {
+                    Some(Reg::from_u8(map_type))
+                },
             },
         )
     }
@@ -205,6 +218,13 @@ pub const FLAG_TABLE: u8 = 4;
 pub const FLAG_GOID: u8 = 8;
 /// `Event::flags`: `detail` holds the detail register's entry value.
 pub const FLAG_DETAIL: u8 = 16;
+/// `Event::flags`: `stack` holds return addresses taken at the call's entry.
+pub const FLAG_STACK: u8 = 32;
+
+/// Return addresses kept per event: the probed function's own, then its callers' along the
+/// frame-pointer chain. Enough to step out of the runtime (user code → `mapassign` →
+/// `rehash` → `grow` is four deep) to the user code that called it.
+pub const STACK_DEPTH: usize = 6;
 
 /// One record in the ring buffer.
 #[repr(C)]
@@ -225,6 +245,10 @@ pub struct Event {
     pub len: u64,
     /// madvise: the call's return value (0 or a negative errno).
     pub result: i64,
+    /// Address of the map's type descriptor (`*abi.MapType`), or 0.
+    pub map_type: u64,
+    /// Return addresses at the call's entry, innermost first; 0 past the end.
+    pub stack: [u64; STACK_DEPTH],
     /// The map header when the event fired (at the return, for timed calls).
     pub header: [u8; HEADER_BYTES],
     pub table: [u8; TABLE_BYTES],
@@ -233,7 +257,9 @@ pub struct Event {
     pub function: u16,
     pub kind: u8,
     pub flags: u8,
-    pub pad: [u8; 4],
+    /// The key's length, for records that carry its bytes ([`KeyedEvent`]).
+    pub key_len: u16,
+    pub pad: [u8; 2],
 }
 
 impl Event {
@@ -247,6 +273,8 @@ impl Event {
         addr: 0,
         len: 0,
         result: 0,
+        map_type: 0,
+        stack: [0; STACK_DEPTH],
         header: [0; HEADER_BYTES],
         table: [0; TABLE_BYTES],
         pid: 0,
@@ -254,12 +282,25 @@ impl Event {
         function: 0,
         kind: 0,
         flags: 0,
-        pad: [0; 4],
+        key_len: 0,
+        pad: [0; 2],
     };
 }
 
-/// Size of [`Event`] in bytes, checked by user space against every record it reads.
+/// An event with the key's bytes, sent instead of [`Event`] only with `--show-keys`, so
+/// keys never leave the kernel unless asked for.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyedEvent {
+    pub event: Event,
+    /// The first `event.key_len` bytes are the key's (at most [`KEY_MAX`]).
+    pub key: [u8; KEY_MAX],
+}
+
+/// Size of [`Event`] in bytes: user space tells the two record kinds apart by size.
 pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
+/// Size of [`KeyedEvent`] in bytes.
+pub const KEYED_EVENT_SIZE: usize = core::mem::size_of::<KeyedEvent>();
 
 /// The most functions a plan may hold: sizes the per-function call counters.
 pub const MAX_FUNCTIONS: u32 = 64;
@@ -275,7 +316,8 @@ pub const CALLS_SLOTS: u32 = 2 * MAX_FUNCTIONS + 1;
 pub struct Config {
     /// Only this process's events are kept (uprobes are also scoped to it).
     pub tgid: u32,
-    pub pad: u32,
+    /// Nonzero: keyed events carry the key's bytes ([`KeyedEvent`]).
+    pub show_keys: u32,
     /// Offset of `goid` in the goroutine (`runtime.g`, pointed to by R14).
     pub goid_offset: u64,
     /// Offset of the key's `*abi.Type` in the map type.
@@ -332,9 +374,10 @@ mod tests {
                 KeyKind::U64,
                 KeyKind::Mem,
             ] {
-                for (map, detail, table_in_rax, function) in [
-                    (Reg::Rbx, None, false, 0),
-                    (Reg::Rcx, Some(Reg::Rdi), true, 63),
+                for (map, detail, table_in_rax, function, map_type) in [
+                    (Reg::Rbx, None, false, 0, None),
+                    (Reg::Rcx, Some(Reg::Rdi), true, 63, Some(Reg::Rax)),
+                    (Reg::Rax, None, false, 5, Some(Reg::Rbx)),
                 ] {
                     let cookie = ProbeCookie {
                         kind,
@@ -343,6 +386,7 @@ mod tests {
                         detail,
                         table_in_rax,
                         function,
+                        map_type,
                     };
                     let (k, back) = ProbeCookie::decode(cookie.encode());
                     assert_eq!(EventKind::from_u8(k), Some(kind));
@@ -354,7 +398,8 @@ mod tests {
 
     #[test]
     fn event_layout_is_stable() {
-        assert_eq!(EVENT_SIZE, 144);
+        assert_eq!(EVENT_SIZE, 200);
+        assert_eq!(KEYED_EVENT_SIZE, EVENT_SIZE + KEY_MAX);
         assert_eq!(core::mem::align_of::<Event>(), 8);
     }
 }

@@ -28,15 +28,15 @@ use aya_ebpf::{
 };
 use map_trace_common::{
     CALLS_ORPHANS, CALLS_SLOTS, Config, Event, EventKind, FILTER_KEY, FILTER_MAP, FLAG_DETAIL,
-    FLAG_GOID, FLAG_HEADER, FLAG_KEY, FLAG_TABLE, HEADER_BYTES, KEY_MAX, KeyKind, ProbeCookie, Reg,
-    TABLE_BYTES, key_hash,
+    FLAG_GOID, FLAG_HEADER, FLAG_KEY, FLAG_STACK, FLAG_TABLE, HEADER_BYTES, KEY_MAX, KeyKind,
+    KeyedEvent, ProbeCookie, Reg, STACK_DEPTH, TABLE_BYTES, key_hash,
 };
 
 /// Written by user space before load (read-only global).
 #[unsafe(no_mangle)]
 static CONFIG: Config = Config {
     tgid: 0,
-    pad: 0,
+    show_keys: 0,
     goid_offset: 0,
     map_type_key_offset: 0,
     type_size_offset: 0,
@@ -71,7 +71,9 @@ struct CallKey {
 struct Pending {
     time_ns: u64,
     map: u64,
+    map_type: u64,
     detail: u64,
+    stack: [u64; STACK_DEPTH],
     table: [u8; TABLE_BYTES],
     flags: u64,
 }
@@ -119,6 +121,8 @@ struct Regs {
     rcx: u64,
     rdi: u64,
     r14: u64,
+    rsp: u64,
+    rbp: u64,
 }
 
 impl Regs {
@@ -134,6 +138,8 @@ impl Regs {
                 rcx: core::ptr::read_volatile(&raw const (*regs).rcx),
                 rdi: core::ptr::read_volatile(&raw const (*regs).rdi),
                 r14: core::ptr::read_volatile(&raw const (*regs).r14),
+                rsp: core::ptr::read_volatile(&raw const (*regs).rsp),
+                rbp: core::ptr::read_volatile(&raw const (*regs).rbp),
             }
         }
     }
@@ -149,15 +155,18 @@ impl Regs {
     }
 }
 
-/// Copies the map header into the event, then emits it.
+/// Copies the map header into the event, then emits it (with the key's bytes, if given).
 #[inline(always)]
-fn finish(event: &mut Event) {
+fn finish(event: &mut Event, key: Option<&[u8; KEY_MAX]>) {
     // SAFETY: reading user memory through the faulting-safe helper.
     if let Ok(header) = unsafe { bpf_probe_read_user(event.map as *const [u8; HEADER_BYTES]) } {
         event.header = header;
         event.flags |= FLAG_HEADER;
     }
-    emit(event);
+    match key {
+        Some(key) => emit_keyed(event, key),
+        None => emit(event),
+    }
 }
 
 /// Stamps the time and writes the event to the ring buffer, counting it lost if full.
@@ -168,6 +177,46 @@ fn emit(event: &mut Event) {
     if EVENTS.output::<Event>(event, 0).is_err() {
         count(&LOST, 0);
     }
+}
+
+/// [`emit`] for a record that also carries the key's bytes.
+#[inline(always)]
+fn emit_keyed(event: &mut Event, key: &[u8; KEY_MAX]) {
+    // SAFETY: plain helper call.
+    event.time_ns = unsafe { bpf_ktime_get_ns() };
+    let Some(mut entry) = EVENTS.reserve::<KeyedEvent>(0) else {
+        count(&LOST, 0);
+        return;
+    };
+    let record = entry.as_mut_ptr();
+    // SAFETY: `record` is the reserved, writable record; both fields are plain bytes.
+    unsafe {
+        (*record).event = *event;
+        (*record).key = *key;
+    }
+    entry.submit(0);
+}
+
+/// The return addresses at a function's entry, before it pushes a frame: its own at the
+/// stack pointer, then its callers' along the frame-pointer chain Go keeps on amd64.
+#[inline(always)]
+fn return_addresses(regs: &Regs) -> Option<[u64; STACK_DEPTH]> {
+    let mut stack = [0_u64; STACK_DEPTH];
+    // SAFETY: reading user memory through the faulting-safe helper.
+    stack[0] = unsafe { bpf_probe_read_user(regs.rsp as *const u64) }.ok()?;
+    let mut frame = regs.rbp;
+    for slot in stack.iter_mut().skip(1) {
+        if frame == 0 {
+            break;
+        }
+        // SAFETY: as above; a frame is the saved frame pointer, then the return address.
+        let Ok([next, ret]) = (unsafe { bpf_probe_read_user(frame as *const [u64; 2]) }) else {
+            break;
+        };
+        *slot = ret;
+        frame = next;
+    }
+    Some(stack)
 }
 
 #[inline(always)]
@@ -192,15 +241,33 @@ pub fn map_op(ctx: ProbeContext) -> u32 {
     if !map_wanted(&cfg, event.map) {
         return 0;
     }
-    if let Some(hash) = hash_key(cookie.key, &regs, &cfg) {
+    let mut key = [0_u8; KEY_MAX];
+    let mut keyed = false;
+    if let Some(len) = read_key(cookie.key, &regs, &cfg, &mut key) {
+        let Some(bytes) = key.get(..len) else {
+            return 0;
+        };
+        let hash = key_hash(bytes);
         // Filtered here, so an unwanted key never costs ring-buffer space.
         if cfg.filters & FILTER_KEY != 0 && hash != cfg.key_hash {
             return 0;
         }
         event.key_hash = hash;
         event.flags |= FLAG_KEY;
+        #[expect(clippy::cast_possible_truncation, reason = "at most KEY_MAX")]
+        {
+            event.key_len = len as u16;
+        }
+        keyed = cfg.show_keys != 0;
     }
-    finish(&mut event);
+    if let Some(r) = cookie.map_type {
+        event.map_type = regs.get(r);
+    }
+    if let Some(stack) = return_addresses(&regs) {
+        event.stack = stack;
+        event.flags |= FLAG_STACK;
+    }
+    finish(&mut event, keyed.then_some(&key));
     0
 }
 
@@ -222,10 +289,16 @@ pub fn call_entry(ctx: ProbeContext) -> u32 {
     let mut pending = Pending {
         time_ns: 0,
         map: regs.get(cookie.map),
+        map_type: cookie.map_type.map_or(0, |r| regs.get(r)),
         detail: 0,
+        stack: [0; STACK_DEPTH],
         table: [0; TABLE_BYTES],
         flags: 0,
     };
+    if let Some(stack) = return_addresses(&regs) {
+        pending.stack = stack;
+        pending.flags |= u64::from(FLAG_STACK);
+    }
     if let Some(r) = cookie.detail {
         pending.detail = regs.get(r);
         pending.flags |= u64::from(FLAG_DETAIL);
@@ -280,12 +353,14 @@ pub fn call_return(ctx: ProbeContext) -> u32 {
     event.map = pending.map;
     event.duration_ns = now.saturating_sub(pending.time_ns);
     event.detail = pending.detail;
+    event.map_type = pending.map_type;
+    event.stack = pending.stack;
     event.table = pending.table;
     #[expect(clippy::cast_possible_truncation, reason = "only flag bits are stored")]
     {
         event.flags |= pending.flags as u8;
     }
-    finish(&mut event);
+    finish(&mut event, None);
     0
 }
 
@@ -416,15 +491,22 @@ pub fn madvise_kretprobe(ctx: RetProbeContext) -> u32 {
     0
 }
 
-/// Hash the key of the probed call as the contract defines it.
+/// Copies the bytes the contract hashes of the probed call's key into `buf`; their count.
 #[inline(always)]
-fn hash_key(kind: KeyKind, regs: &Regs, cfg: &Config) -> Option<u64> {
+fn read_key(kind: KeyKind, regs: &Regs, cfg: &Config, buf: &mut [u8; KEY_MAX]) -> Option<usize> {
     match kind {
         KeyKind::None => None,
-        #[expect(clippy::cast_possible_truncation, reason = "ECX holds the 32-bit key")]
-        KeyKind::U32 => Some(key_hash(&(regs.rcx as u32).to_le_bytes())),
-        KeyKind::U64 => Some(key_hash(&regs.rcx.to_le_bytes())),
-        KeyKind::Str => hash_user_bytes(regs.rcx, regs.rdi),
+        KeyKind::U32 => {
+            #[expect(clippy::cast_possible_truncation, reason = "ECX holds the 32-bit key")]
+            let bytes = (regs.rcx as u32).to_le_bytes();
+            buf.get_mut(..4)?.copy_from_slice(&bytes);
+            Some(4)
+        }
+        KeyKind::U64 => {
+            buf.get_mut(..8)?.copy_from_slice(&regs.rcx.to_le_bytes());
+            Some(8)
+        }
+        KeyKind::Str => read_user_bytes(regs.rcx, regs.rdi, buf),
         KeyKind::Mem => {
             // SAFETY: reads of user memory through the faulting-safe helper.
             let key_type: u64 =
@@ -434,15 +516,14 @@ fn hash_key(kind: KeyKind, regs: &Regs, cfg: &Config) -> Option<u64> {
             let size: u64 =
                 unsafe { bpf_probe_read_user((key_type + cfg.type_size_offset) as *const u64) }
                     .ok()?;
-            hash_user_bytes(regs.rcx, size)
+            read_user_bytes(regs.rcx, size, buf)
         }
     }
 }
 
-/// FNV-1a over the first `min(len, KEY_MAX)` bytes at `ptr` in the target.
+/// Copies the first `min(len, KEY_MAX)` bytes at `ptr` in the target into `buf`.
 #[inline(always)]
-fn hash_user_bytes(ptr: u64, len: u64) -> Option<u64> {
-    let mut buf = [0_u8; KEY_MAX];
+fn read_user_bytes(ptr: u64, len: u64, buf: &mut [u8; KEY_MAX]) -> Option<usize> {
     #[expect(clippy::cast_possible_truncation, reason = "bounded by KEY_MAX")]
     let n = if len > KEY_MAX as u64 {
         KEY_MAX
@@ -450,12 +531,12 @@ fn hash_user_bytes(ptr: u64, len: u64) -> Option<u64> {
         len as usize
     };
     if n == 0 {
-        return Some(key_hash(&[]));
+        return Some(0);
     }
     let dst = buf.get_mut(..n)?;
     // SAFETY: the helper copies at most `dst.len()` bytes and fails on a bad address.
     unsafe { bpf_probe_read_user_buf(ptr as *const u8, dst) }.ok()?;
-    Some(key_hash(buf.get(..n)?))
+    Some(n)
 }
 
 #[cfg(not(test))]

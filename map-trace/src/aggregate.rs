@@ -1,12 +1,16 @@
 //! Folding events into per-map statistics.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
 use map_trace_common::EventKind;
 
 use crate::{
     events::{Detail, TraceEvent},
     goruntime::MapState,
+    resolve::CallSite,
 };
 
 /// Count, total and worst of timed calls.
@@ -48,6 +52,19 @@ pub struct MapStats {
     pub table_capacity: Option<u16>,
     /// Grows that happened while a GC cycle was marking.
     pub grows_in_gc: u64,
+    /// The map's Go type, once an event named it.
+    pub map_type: Option<Arc<str>>,
+    /// What each line of Go code did to this map.
+    pub callers: HashMap<Arc<CallSite>, CallerStats>,
+}
+
+/// One call site's share of a map's work.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallerStats {
+    /// Assigns, deletes and clears made from here.
+    pub ops: u64,
+    /// Grows this line's writes triggered, and their time.
+    pub grow_time: Timing,
 }
 
 impl MapStats {
@@ -74,6 +91,42 @@ impl MapStats {
         if event.state.is_some() {
             self.last_state = event.state;
         }
+        if self.map_type.is_none() {
+            self.map_type.clone_from(&event.map_type);
+        }
+        if let Some(site) = &event.caller {
+            let c = self.callers.entry(Arc::clone(site)).or_default();
+            match event.kind {
+                EventKind::Assign | EventKind::Delete | EventKind::Clear => c.ops += 1,
+                EventKind::Grow => c.grow_time.add(event.duration_ns.unwrap_or(0)),
+                _ => {}
+            }
+        }
+    }
+
+    /// Up to `n` call sites, most map operations first.
+    #[must_use]
+    pub fn top_callers_by_ops(&self, n: usize) -> Vec<(&CallSite, &CallerStats)> {
+        self.top_callers(n, |c| c.ops)
+    }
+
+    /// Up to `n` call sites, most total grow time first.
+    #[must_use]
+    pub fn top_callers_by_grow_time(&self, n: usize) -> Vec<(&CallSite, &CallerStats)> {
+        self.top_callers(n, |c| c.grow_time.total_ns)
+    }
+
+    fn top_callers(&self, n: usize, by: fn(&CallerStats) -> u64) -> Vec<(&CallSite, &CallerStats)> {
+        let mut sites: Vec<_> = self
+            .callers
+            .iter()
+            .filter(|(_, c)| by(c) > 0)
+            .map(|(site, c)| (&**site, c))
+            .collect();
+        // Ties by location, so the listing is the same every run.
+        sites.sort_by(|a, b| by(b.1).cmp(&by(a.1)).then_with(|| a.0.cmp(b.0)));
+        sites.truncate(n);
+        sites
     }
 
     fn add(&mut self, other: &MapStats) {
@@ -202,6 +255,45 @@ mod tests {
         assert_eq!(agg.maps[&2].last_state.map(|s| s.count()), Some(7));
         let t = agg.totals();
         assert_eq!((t.assigns, t.deletes, t.clears), (2, 1, 1));
+    }
+
+    #[test]
+    fn ranks_call_sites_and_names_the_type() {
+        let site = |line| {
+            Some(Arc::new(CallSite {
+                function: "main.fill".into(),
+                file: "/src/main.go".into(),
+                line,
+            }))
+        };
+        let event = |kind, line, ns| TraceEvent {
+            caller: site(line),
+            duration_ns: ns,
+            map_type: Some(Arc::from("map[string]int")),
+            ..TraceEvent::sample(kind, 1, Some(1))
+        };
+        let mut agg = Aggregate::default();
+        for _ in 0..3 {
+            agg.record(&event(EventKind::Assign, 10, None));
+        }
+        agg.record(&event(EventKind::Assign, 20, None));
+        agg.record(&event(EventKind::Grow, 20, Some(500)));
+        agg.record(&event(EventKind::Grow, 10, Some(100)));
+        agg.record(&event(EventKind::Delete, 30, None));
+        let m = &agg.maps[&1];
+        assert_eq!(m.map_type.as_deref(), Some("map[string]int"));
+        let by_ops: Vec<_> = m
+            .top_callers_by_ops(2)
+            .iter()
+            .map(|(s, c)| (s.line, c.ops))
+            .collect();
+        assert_eq!(by_ops, [(10, 3), (20, 1)]);
+        let by_grow: Vec<_> = m
+            .top_callers_by_grow_time(5)
+            .iter()
+            .map(|(s, c)| (s.line, c.grow_time.total_ns))
+            .collect();
+        assert_eq!(by_grow, [(20, 500), (10, 100)]);
     }
 
     #[test]

@@ -92,13 +92,18 @@ pub struct TraceArgs {
     /// Only events of the map whose header is at this address (hex); events of no map pass
     #[arg(long, value_name = "ADDR", value_parser = parse_address)]
     pub map: Option<u64>,
+    /// Also export each key itself (CSV column `key`: text for string keys, decimal for
+    /// integer keys, hex otherwise, at most 128 bytes). Off by default: keys can hold
+    /// secrets (tokens, emails, session ids). Files holding keys are created mode 0600
+    #[arg(long)]
+    pub show_keys: bool,
     /// Seconds between RSS samples (also taken at attach and at the end)
     #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_duration)]
     pub rss_interval: Duration,
     /// Say more: which functions were probed where, which are missing from the binary
     #[arg(short, long)]
     pub verbose: bool,
-    /// Start CMD held before exec, attach, then let it run (its first map operation is traced)
+    /// Start CMD stopped at its exec, attach, then let it run (its first map operation is traced)
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<OsString>,
 }
@@ -137,6 +142,8 @@ pub struct TraceOptions {
     pub key_hash: Option<u64>,
     /// Map events must be of this map.
     pub map: Option<u64>,
+    /// Export the keys themselves.
+    pub show_keys: bool,
     pub rss_interval: Duration,
     pub verbose: bool,
 }
@@ -164,6 +171,7 @@ impl TraceArgs {
                 .or_else(|| self.key.map(|k| key_hash(k.as_bytes())))
                 .or_else(|| self.key_int.map(|n| key_hash(&n.to_le_bytes()))),
             map: self.map,
+            show_keys: self.show_keys,
             rss_interval: self.rss_interval,
             verbose: self.verbose,
         })

@@ -1,17 +1,21 @@
 //! Decoding ring-buffer records into events, with the runtime's layout for the map state.
 
-use std::fmt;
+use std::{fmt, sync::Arc};
 
 use map_trace_common::{
-    EVENT_SIZE, Event, EventKind, FLAG_DETAIL, FLAG_GOID, FLAG_HEADER, FLAG_KEY, FLAG_TABLE,
+    EVENT_SIZE, Event, EventKind, FLAG_DETAIL, FLAG_GOID, FLAG_HEADER, FLAG_KEY, FLAG_STACK,
+    FLAG_TABLE, KEYED_EVENT_SIZE, KeyKind, STACK_DEPTH,
 };
 use thiserror::Error;
 
-use crate::goruntime::{DetailKind, Layout, MapState, TableState};
+use crate::{
+    goruntime::{DetailKind, Layout, MapState, TableState},
+    resolve::CallSite,
+};
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum DecodeError {
-    #[error("ring buffer record of {0} bytes, expected {EVENT_SIZE}")]
+    #[error("ring buffer record of {0} bytes, expected {EVENT_SIZE} or {KEYED_EVENT_SIZE}")]
     Size(usize),
     #[error("unknown event kind {0}")]
     Kind(u8),
@@ -158,6 +162,25 @@ pub struct TraceEvent {
     pub madvise: Option<Madvise>,
     /// `rss` samples: the value in bytes.
     pub rss_bytes: Option<u64>,
+    /// The Go code that called the runtime (resolved from the return addresses).
+    pub caller: Option<Arc<CallSite>>,
+    /// The map's Go type, where the binary's type data names it.
+    pub map_type: Option<Arc<str>>,
+    /// The key as text, only with `--show-keys`.
+    pub key: Option<String>,
+}
+
+/// What an event carries as bare addresses and bytes, for [`crate::resolve`] to name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Raw<'a> {
+    /// Run-time address of the map's type descriptor, or 0.
+    pub map_type: u64,
+    /// Run-time return addresses at entry, innermost first; 0 past the end.
+    pub stack: [u64; STACK_DEPTH],
+    /// How the probed function took its key.
+    pub key_kind: KeyKind,
+    /// The key's bytes, in records sent with `--show-keys`.
+    pub key: Option<&'a [u8]>,
 }
 
 impl TraceEvent {
@@ -178,6 +201,9 @@ impl TraceEvent {
             duration_ns: None,
             madvise: None,
             rss_bytes: None,
+            caller: None,
+            map_type: None,
+            key: None,
         }
     }
 
@@ -188,13 +214,40 @@ impl TraceEvent {
     }
 }
 
-pub fn decode(record: &[u8], layout: &Layout) -> Result<TraceEvent, DecodeError> {
-    if record.len() != EVENT_SIZE {
+/// Decodes one ring-buffer record: an [`Event`], or a `KeyedEvent` (the event, then the
+/// key's bytes).
+pub fn decode<'a>(record: &'a [u8], layout: &Layout) -> Result<(TraceEvent, Raw<'a>), DecodeError> {
+    if record.len() != EVENT_SIZE && record.len() != KEYED_EVENT_SIZE {
         return Err(DecodeError::Size(record.len()));
     }
     // SAFETY: length checked; `Event` is plain integers, valid for any bytes.
     let raw: Event = unsafe { record.as_ptr().cast::<Event>().read_unaligned() };
     let kind = EventKind::from_u8(raw.kind).ok_or(DecodeError::Kind(raw.kind))?;
+    let event = decode_event(&raw, kind, layout)?;
+    let key = record
+        .get(EVENT_SIZE..)
+        .filter(|k| !k.is_empty() && raw.flags & FLAG_KEY != 0)
+        .and_then(|k| k.get(..usize::from(raw.key_len)));
+    let stack = if raw.flags & FLAG_STACK == 0 {
+        [0; STACK_DEPTH]
+    } else {
+        raw.stack
+    };
+    let key_kind = layout
+        .function(raw.function)
+        .map_or(KeyKind::None, |f| f.key);
+    Ok((
+        event,
+        Raw {
+            map_type: raw.map_type,
+            stack,
+            key_kind,
+            key,
+        },
+    ))
+}
+
+fn decode_event(raw: &Event, kind: EventKind, layout: &Layout) -> Result<TraceEvent, DecodeError> {
     let bare = TraceEvent::bare(kind, raw.time_ns, raw.pid, raw.tid);
     if kind == EventKind::Madvise {
         let madvise = Madvise {
@@ -302,7 +355,7 @@ mod tests {
         raw.kind = EventKind::Delete as u8;
         raw.flags = FLAG_KEY | FLAG_GOID | FLAG_HEADER;
         raw.header[0] = 3;
-        let e = decode(&bytes(&raw), layout(Flavour::Classic)).unwrap();
+        let e = decode(&bytes(&raw), layout(Flavour::Classic)).unwrap().0;
         assert_eq!(e.kind, EventKind::Delete);
         assert_eq!(
             (e.key_hash, e.goid, e.count()),
@@ -325,7 +378,7 @@ mod tests {
         raw.table[2] = 128;
         raw.detail = 256;
         raw.duration_ns = 900;
-        let e = decode(&bytes(&raw), swiss).unwrap();
+        let e = decode(&bytes(&raw), swiss).unwrap().0;
         assert_eq!(e.detail, Some(Detail::Table { old: 128, new: 256 }));
         assert_eq!(e.detail.unwrap().to_string(), "table:128->256");
         assert_eq!(e.duration_ns, Some(900));
@@ -335,12 +388,12 @@ mod tests {
         raw.flags = FLAG_HEADER;
         raw.header[8] = 8; // sameSizeGrow
         assert_eq!(
-            decode(&bytes(&raw), classic).unwrap().detail,
+            decode(&bytes(&raw), classic).unwrap().0.detail,
             Some(Detail::SameSize)
         );
         raw.header[8] = 0;
         assert_eq!(
-            decode(&bytes(&raw), classic).unwrap().detail,
+            decode(&bytes(&raw), classic).unwrap().0.detail,
             Some(Detail::Double)
         );
         raw.kind = EventKind::Evacuate as u8;
@@ -350,6 +403,7 @@ mod tests {
         assert_eq!(
             decode(&bytes(&raw), classic)
                 .unwrap()
+                .0
                 .detail
                 .unwrap()
                 .to_string(),
@@ -366,7 +420,7 @@ mod tests {
         raw.len = 8192;
         raw.detail = 8;
         raw.result = -22;
-        let e = decode(&bytes(&raw), classic).unwrap();
+        let e = decode(&bytes(&raw), classic).unwrap().0;
         let m = e.madvise.unwrap();
         assert_eq!(
             (m.addr, m.len, m.advice_text(), m.result),
@@ -382,7 +436,7 @@ mod tests {
         raw.function = index_of(classic, DetailKind::GcMarkEnd);
         raw.flags = FLAG_DETAIL;
         raw.detail = 12;
-        let e = decode(&bytes(&raw), classic).unwrap();
+        let e = decode(&bytes(&raw), classic).unwrap().0;
         assert_eq!(e.detail.unwrap().to_string(), "mark-end:12");
         assert_eq!(e.map, None);
         raw.flags = 0;
@@ -390,11 +444,36 @@ mod tests {
         assert_eq!(
             decode(&bytes(&raw), classic)
                 .unwrap()
+                .0
                 .detail
                 .unwrap()
                 .to_string(),
             "start"
         );
+    }
+
+    #[test]
+    fn decodes_keys_stacks_and_types() {
+        let classic = layout(Flavour::Classic);
+        let mut raw = Event::ZERO;
+        raw.kind = EventKind::Assign as u8;
+        raw.function = index_of(classic, DetailKind::None);
+        raw.flags = FLAG_KEY | FLAG_STACK;
+        raw.key_len = 3;
+        raw.map_type = 0x4a_0000;
+        raw.stack[0] = 0x48_1234;
+        let mut record = bytes(&raw);
+        record.extend_from_slice(b"abc");
+        record.resize(KEYED_EVENT_SIZE, 0xee);
+        let (_, extra) = decode(&record, classic).unwrap();
+        assert_eq!(extra.key, Some(&b"abc"[..]));
+        assert_eq!(extra.key_kind, classic.function(raw.function).unwrap().key);
+        assert_eq!((extra.map_type, extra.stack[0]), (0x4a_0000, 0x48_1234));
+        // A plain record has no key; a record without FLAG_STACK no return addresses.
+        raw.flags = FLAG_KEY;
+        let plain = bytes(&raw);
+        let (_, extra) = decode(&plain, classic).unwrap();
+        assert_eq!((extra.key, extra.stack), (None, [0; STACK_DEPTH]));
     }
 
     #[test]

@@ -7,7 +7,10 @@ use std::{fmt, ops::RangeInclusive};
 use map_trace_common::{EventKind, KeyKind, ProbeCookie, Reg};
 use thiserror::Error;
 
-use crate::target::binary::GoBinary;
+use crate::target::{
+    binary::GoBinary,
+    gotypes::{MODULEDATA_1_21, MODULEDATA_1_27, ModuledataLayout},
+};
 
 /// The Go releases map-trace supports (minor versions of Go 1).
 pub const SUPPORTED_MINORS: RangeInclusive<u32> = 21..=27;
@@ -129,6 +132,8 @@ pub struct MapFunction {
     pub key: KeyKind,
     /// Register holding the map header pointer at entry.
     pub map: Reg,
+    /// Register holding the map's type descriptor at entry.
+    pub map_type: Option<Reg>,
     pub detail: DetailKind,
 }
 
@@ -147,6 +152,7 @@ impl MapFunction {
             },
             table_in_rax: matches!(self.detail, DetailKind::TableGrow | DetailKind::Split),
             function: index,
+            map_type: self.map_type,
         }
     }
 }
@@ -157,16 +163,24 @@ const fn op(symbol: &'static str, kind: EventKind, key: KeyKind) -> MapFunction 
         kind,
         key,
         map: Reg::Rbx,
+        map_type: Some(Reg::Rax),
         detail: DetailKind::None,
     }
 }
 
+/// A function timed from entry to return: classic ones take `(t, h, …)`, swiss methods
+/// `(m, typ, …)` or `(t *table, typ, m, …)`; GC functions have no map.
 const fn timed(symbol: &'static str, kind: EventKind, map: Reg, detail: DetailKind) -> MapFunction {
     MapFunction {
         symbol,
         kind,
         key: KeyKind::None,
         map,
+        map_type: match (kind, map) {
+            (EventKind::Gc, _) => None,
+            (_, Reg::Rbx) => Some(Reg::Rax),
+            _ => Some(Reg::Rbx),
+        },
         detail,
     }
 }
@@ -437,6 +451,8 @@ pub struct Layout {
     /// `runtime.mstats.numgc`, in [`MEMSTATS_SYMBOL`].
     pub numgc_offset: u64,
     pub header: HeaderLayout,
+    /// `runtime.moduledata` fields the binary reader uses (changed in Go 1.27).
+    pub moduledata: ModuledataLayout,
 }
 
 impl Layout {
@@ -452,7 +468,12 @@ impl Layout {
     }
 }
 
-const fn classic(minors: RangeInclusive<u32>, goid_offset: u64, numgc_offset: u64) -> Layout {
+const fn classic(
+    minors: RangeInclusive<u32>,
+    goid_offset: u64,
+    numgc_offset: u64,
+    moduledata: ModuledataLayout,
+) -> Layout {
     Layout {
         minors,
         flavour: Flavour::Classic,
@@ -463,10 +484,16 @@ const fn classic(minors: RangeInclusive<u32>, goid_offset: u64, numgc_offset: u6
         type_size_offset: 0,
         numgc_offset,
         header: CLASSIC_HEADER,
+        moduledata,
     }
 }
 
-const fn swiss(minors: RangeInclusive<u32>, goid_offset: u64, numgc_offset: u64) -> Layout {
+const fn swiss(
+    minors: RangeInclusive<u32>,
+    goid_offset: u64,
+    numgc_offset: u64,
+    moduledata: ModuledataLayout,
+) -> Layout {
     Layout {
         minors,
         flavour: Flavour::Swiss,
@@ -477,18 +504,20 @@ const fn swiss(minors: RangeInclusive<u32>, goid_offset: u64, numgc_offset: u64)
         type_size_offset: 0,
         numgc_offset,
         header: SWISS_HEADER,
+        moduledata,
     }
 }
 
 /// The one table of per-version facts (see ../shared/docs/go-runtime.md; every row is
 /// checked against the DWARF of a real binary by the integration tests). `g.goid` moved in
-/// Go 1.23 and back in 1.25; `mstats.numgc` moved in 1.25.
+/// Go 1.23 and back in 1.25; `mstats.numgc` moved in 1.25; moduledata changed in 1.27.
 pub static LAYOUTS: &[Layout] = &[
-    classic(21..=22, 152, 7704),
-    classic(23..=24, 160, 7704),
-    classic(25..=25, 152, 7680),
-    swiss(24..=24, 160, 7704),
-    swiss(25..=27, 152, 7680),
+    classic(21..=22, 152, 7704, MODULEDATA_1_21),
+    classic(23..=24, 160, 7704, MODULEDATA_1_21),
+    classic(25..=25, 152, 7680, MODULEDATA_1_21),
+    swiss(24..=24, 160, 7704, MODULEDATA_1_21),
+    swiss(25..=26, 152, 7680, MODULEDATA_1_21),
+    swiss(27..=27, 152, 7680, MODULEDATA_1_27),
 ];
 
 /// Symbols that only one flavour's runtime has.

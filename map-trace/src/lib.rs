@@ -13,5 +13,6 @@ pub mod output;
 pub mod plan;
 pub mod privileges;
 pub mod probes;
+pub mod resolve;
 pub mod session;
 pub mod target;

@@ -14,10 +14,6 @@ use crate::{
 #[derive(Debug, Error)]
 pub enum PlanError {
     #[error(
-        "{path} has no symbol table (built with -ldflags=-s?): map-trace needs symbols to find the map functions; trace an unstripped build"
-    )]
-    Stripped { path: String },
-    #[error(
         "{path} contains none of the runtime's map functions for the events asked for: the program uses no maps of those kinds, or --events left nothing to trace"
     )]
     NothingToProbe { path: String },
@@ -70,9 +66,6 @@ fn entry_role(kind: EventKind) -> Role {
 
 pub fn plan(binary: &GoBinary, runtime: &Runtime, events: &EventSet) -> Result<Plan, PlanError> {
     let path = || binary.path().display().to_string();
-    if !binary.has_symbols() {
-        return Err(PlanError::Stripped { path: path() });
-    }
     let mut points = Vec::new();
     let mut missing = Vec::new();
     for (index, function) in runtime.layout.all_functions().enumerate() {

@@ -80,13 +80,17 @@ fn ensure_tracefs() -> anyhow::Result<()> {
         })
 }
 
-/// What the eBPF programs let through.
+/// What the eBPF programs let through and send, and where the target is loaded.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Filter {
+pub struct Settings {
     /// Keyed events must have this key hash.
     pub key_hash: Option<u64>,
     /// Map events must be of this map header.
     pub map: Option<u64>,
+    /// Keyed events carry the key's bytes.
+    pub show_keys: bool,
+    /// Run-time minus link-time addresses of the target's executable (PIE; else 0).
+    pub load_bias: u64,
 }
 
 /// Attached probes and the maps user space reads.
@@ -118,23 +122,29 @@ impl Probes {
         binary: &Path,
         pid: u32,
         madvise: Option<MadvisePath>,
-        filter: &Filter,
+        settings: &Settings,
     ) -> anyhow::Result<Self> {
         let layout = runtime.layout;
         let config = Config {
             tgid: pid,
-            pad: 0,
+            show_keys: u32::from(settings.show_keys),
             goid_offset: layout.goid_offset,
             map_type_key_offset: layout.map_type_key_offset,
             type_size_offset: layout.type_size_offset,
-            gc_cycles_addr: plan.gc_cycles_addr.unwrap_or(0),
-            filters: if filter.key_hash.is_some() {
+            gc_cycles_addr: plan
+                .gc_cycles_addr
+                .map_or(0, |a| a.wrapping_add(settings.load_bias)),
+            filters: if settings.key_hash.is_some() {
                 FILTER_KEY
             } else {
                 0
-            } | if filter.map.is_some() { FILTER_MAP } else { 0 },
-            key_hash: filter.key_hash.unwrap_or(0),
-            map: filter.map.unwrap_or(0),
+            } | if settings.map.is_some() {
+                FILTER_MAP
+            } else {
+                0
+            },
+            key_hash: settings.key_hash.unwrap_or(0),
+            map: settings.map.unwrap_or(0),
         };
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)

@@ -30,7 +30,8 @@ use crate::{
     },
     plan::{self, Plan, Role},
     privileges,
-    probes::{Counters, Filter, MadvisePath, Probes},
+    probes::{Counters, MadvisePath, Probes, Settings},
+    resolve::Resolver,
     target::{
         binary::GoBinary,
         launch::{HeldChild, resolve_command},
@@ -80,6 +81,14 @@ pub fn run(opts: &TraceOptions) -> anyhow::Result<()> {
             (pid, process::pidfd(pid).context("pidfd_open")?, Some(child))
         }
     };
+    let load_bias = process::load_bias(pid, &binary)?;
+    let settings = Settings {
+        key_hash: opts.key_hash,
+        map: opts.map,
+        show_keys: opts.show_keys,
+        load_bias,
+    };
+    let resolver = Resolver::new(binary, load_bias, opts.show_keys);
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -91,11 +100,7 @@ pub fn run(opts: &TraceOptions) -> anyhow::Result<()> {
             .events
             .contains(EventKind::Madvise)
             .then(|| MadvisePath::detect(Path::new("/sys")));
-        let filter = Filter {
-            key_hash: opts.key_hash,
-            map: opts.map,
-        };
-        let mut probes = Probes::attach(&plan, &runtime, &exe, pid, madvise, &filter)?;
+        let mut probes = Probes::attach(&plan, &runtime, &exe, pid, madvise, &settings)?;
         let ring = probes.take_events()?;
         let counters = probes.take_counters()?;
         let via = madvise
@@ -110,6 +115,7 @@ pub fn run(opts: &TraceOptions) -> anyhow::Result<()> {
         let rss = opts.events.contains(EventKind::Rss);
         let mut sink = Sink {
             layout: runtime.layout,
+            resolver,
             agg: Aggregate::default(),
             exporters,
         };
@@ -168,7 +174,7 @@ fn open_exporters(opts: &TraceOptions) -> anyhow::Result<Vec<Box<dyn Exporter>>>
         let out: Box<dyn Write> = if path == Path::new("-") {
             Box::new(BufWriter::new(io::stdout()))
         } else {
-            let file = File::create(path).with_context(|| {
+            let file = create_private(path, opts.show_keys).with_context(|| {
                 format!(
                     "cannot write CSV to {}: give a writable path",
                     path.display()
@@ -176,9 +182,25 @@ fn open_exporters(opts: &TraceOptions) -> anyhow::Result<Vec<Box<dyn Exporter>>>
             })?;
             Box::new(BufWriter::new(file))
         };
-        exporters.push(Box::new(CsvExporter::new(out)?));
+        exporters.push(Box::new(CsvExporter::new(out, opts.show_keys)?));
     }
     Ok(exporters)
+}
+
+/// Creates (or truncates) an export file; one that will hold keys is readable by its owner
+/// only (0600), whether new or already there.
+fn create_private(path: &Path, holds_keys: bool) -> io::Result<File> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let mut options = File::options();
+    options.write(true).create(true).truncate(true);
+    if holds_keys {
+        options.mode(0o600);
+    }
+    let file = options.open(path)?;
+    if holds_keys {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(file)
 }
 
 /// Everything that can end a run, and the periodic RSS sample.
@@ -266,6 +288,7 @@ const BATCH: usize = 4096;
 /// Where decoded events go.
 struct Sink {
     layout: &'static Layout,
+    resolver: Resolver,
     agg: Aggregate,
     exporters: Vec<Box<dyn Exporter>>,
 }
@@ -278,7 +301,8 @@ impl Sink {
             let Some(record) = ring.next() else {
                 return Ok(true);
             };
-            let event = events::decode(&record, self.layout)?;
+            let (mut event, raw) = events::decode(&record, self.layout)?;
+            self.resolver.resolve(&mut event, &raw);
             self.record(&event)?;
         }
         Ok(false)

@@ -164,22 +164,87 @@ pub fn build_go(program: &str, version: &str) -> PathBuf {
 }
 
 fn build_go_with(program: &str, version: &str, experiment: &str) -> PathBuf {
-    let out_dir = workspace_root().join("target/go-test-bins");
-    let out = out_dir.join(format!("{program}-go{version}{experiment}"));
+    go_build(
+        program,
+        version,
+        &[("GOEXPERIMENT", experiment)],
+        &[],
+        &format!("{program}-go{version}{experiment}"),
+    )
+}
+
+/// How a test program is built: the forms users ship. The `Cgo*` modes link C (the
+/// programs' `cgo` build-tagged files then call into it) with gcc.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BuildMode {
+    /// `CGO_ENABLED=0 go build`.
+    Default,
+    /// `-ldflags=-s -w`: no symbol table, no DWARF.
+    Stripped,
+    /// `-buildmode=pie` (internally linked).
+    Pie,
+    /// `CGO_ENABLED=1`: linked externally by gcc.
+    Cgo,
+    /// cgo and PIE.
+    CgoPie,
+    /// Everything at once: cgo, PIE and stripped (the pclntab has no section of its own).
+    CgoPieStripped,
+}
+
+impl BuildMode {
+    fn cgo(self) -> &'static str {
+        match self {
+            BuildMode::Cgo | BuildMode::CgoPie | BuildMode::CgoPieStripped => "1",
+            _ => "0",
+        }
+    }
+
+    fn flags(self) -> &'static [&'static str] {
+        match self {
+            BuildMode::Default | BuildMode::Cgo => &[],
+            BuildMode::Stripped => &["-ldflags=-s -w"],
+            BuildMode::Pie | BuildMode::CgoPie => &["-buildmode=pie"],
+            BuildMode::CgoPieStripped => &["-buildmode=pie", "-ldflags=-s -w"],
+        }
+    }
+}
+
+/// Builds `tests/go/<program>` with Go `version` in `mode`.
+#[must_use]
+pub fn build_go_mode(program: &str, version: &str, mode: BuildMode) -> PathBuf {
+    go_build(
+        program,
+        version,
+        &[("CGO_ENABLED", mode.cgo()), ("GOEXPERIMENT", "")],
+        mode.flags(),
+        &format!("{program}-go{version}-{mode:?}"),
+    )
+}
+
+fn go_build(
+    program: &str,
+    version: &str,
+    env: &[(&str, &str)],
+    flags: &[&str],
+    name: &str,
+) -> PathBuf {
+    let out = workspace_root().join("target/go-test-bins").join(name);
     let _guard = GO_BUILD
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let src = workspace_root().join("tests/go").join(program);
     let status = go_command(version, &src)
-        .env("GOEXPERIMENT", experiment)
-        .args(["build", "-o"])
+        .envs(env.iter().copied())
+        .arg("build")
+        .args(flags)
+        .arg("-o")
         .arg(&out)
         .arg(".")
         .status()
         .expect("run go build");
     assert!(
         status.success(),
-        "go build of {program} with Go {version} failed"
+        "go build of {program} ({name}) with Go {version} failed"
     );
     out
 }
@@ -557,6 +622,51 @@ pub fn dwarf_struct_offsets(bin: &Path, names: &[&str]) -> HashMap<String, HashM
                     found.get_mut(s).expect("struct").insert(member, offset);
                 }
                 _ => {}
+            }
+        }
+    }
+    found
+}
+
+/// Where the runtime type descriptors of the named Go types are, as offsets from
+/// `runtime.types`: the `DW_AT_go_runtime_type` attribute the Go linker puts on each type's
+/// DWARF entry.
+#[must_use]
+pub fn dwarf_runtime_types(bin: &Path, names: &[&str]) -> HashMap<String, u64> {
+    use object::{Object as _, ObjectSection as _};
+    const DW_AT_GO_RUNTIME_TYPE: gimli::DwAt = gimli::DwAt(0x2904);
+    let data = std::fs::read(bin).expect("read binary");
+    let file = object::File::parse(&*data).expect("parse ELF");
+    let sections = gimli::DwarfSections::load(|id| {
+        file.section_by_name(id.name())
+            .map(|s| s.uncompressed_data())
+            .transpose()
+            .map(Option::unwrap_or_default)
+    })
+    .expect("DWARF sections");
+    let dwarf = sections.borrow(|s| gimli::EndianSlice::new(s, gimli::LittleEndian));
+    let mut found = HashMap::new();
+    let mut units = dwarf.units();
+    while let Some(header) = units.next().expect("unit header") {
+        let unit = dwarf.unit(header).expect("unit");
+        let mut cursor = unit.entries();
+        while let Some(entry) = cursor.next_dfs().expect("DIE") {
+            let Some(name) = entry
+                .attr_value(gimli::DW_AT_name)
+                .and_then(|v| dwarf.attr_string(&unit, v).ok())
+                .map(|s| s.to_string_lossy().into_owned())
+                .filter(|n| names.contains(&n.as_str()))
+            else {
+                continue;
+            };
+            if let Some(offset) = entry
+                .attr_value(DW_AT_GO_RUNTIME_TYPE)
+                .and_then(|v| match v {
+                    gimli::AttributeValue::Addr(offset) => Some(offset),
+                    other => other.udata_value(),
+                })
+            {
+                found.insert(name, offset);
             }
         }
     }

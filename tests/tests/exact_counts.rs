@@ -93,7 +93,7 @@ fn through_command(go: &str, flavour: &str) {
     let rows = read_csv(&run.csv);
     assert_events_match(&report, &rows, pid);
     check_summary(&done.stdout, &report, flavour);
-    // Held before exec: the runtime's own first map operations, before main, are traced
+    // Stopped at exec: the runtime's own first map operations, before main, are traced
     // too, so there are events on maps other than mapops' five.
     let ours: Vec<&str> = report.maps.iter().map(|m| m.addr.as_str()).collect();
     assert!(

@@ -11,7 +11,9 @@
 
 use std::{collections::HashMap, path::Path, process::Command, time::Duration};
 
-use integration_tests::{GO_CLASSIC, GO_SWISS, Program, Row, Tracer, build_go, read_csv};
+use integration_tests::{
+    BuildMode, GO_CLASSIC, GO_SWISS, Program, Row, Tracer, build_go_mode, read_csv,
+};
 use map_trace::probes::MadvisePath;
 use serde::Deserialize;
 
@@ -118,8 +120,10 @@ fn wait_traced(pid: u32) {
     panic!("strace never attached to every thread of {pid}");
 }
 
-fn memory(go: &str, madvdontneed: &str) {
-    let bin = build_go("memory", go);
+/// A PIE build checks that GC cycle numbers are read at the run-time address of
+/// `memstats` (the link-time one plus the load bias).
+fn memory(go: &str, madvdontneed: &str, mode: BuildMode) {
+    let bin = build_go_mode("memory", go, mode);
     let dir = tempfile::tempdir().unwrap();
     let (csv, report, strace_out) = (
         dir.path().join("e.csv"),
@@ -213,22 +217,22 @@ fn memory(go: &str, madvdontneed: &str) {
 
 #[test]
 fn classic_dontneed() {
-    memory(GO_CLASSIC, "1");
+    memory(GO_CLASSIC, "1", BuildMode::Default);
 }
 
 #[test]
-fn classic_free() {
-    memory(GO_CLASSIC, "0");
+fn classic_free_pie() {
+    memory(GO_CLASSIC, "0", BuildMode::Pie);
 }
 
 #[test]
-fn swiss_dontneed() {
-    memory(GO_SWISS, "1");
+fn swiss_dontneed_pie() {
+    memory(GO_SWISS, "1", BuildMode::Pie);
 }
 
 #[test]
 fn swiss_free() {
-    memory(GO_SWISS, "0");
+    memory(GO_SWISS, "0", BuildMode::Default);
 }
 
 #[test]

@@ -25,7 +25,12 @@ pub const GO_VERSIONS: [&str; 7] = [
     "1.21.13", "1.22.10", "1.23.9", "1.24.11", "1.25.5", "1.26.6", "1.27.3",
 ];
 /// Commands the tests use, and the Debian packages that have them.
-const DEBIAN_PACKAGES: [(&str, &str); 1] = [("strace", "strace")];
+/// (gcc: the cgo builds; unshare: the mount-namespace test.)
+const DEBIAN_PACKAGES: [(&str, &str); 3] = [
+    ("strace", "strace"),
+    ("gcc", "gcc"),
+    ("unshare", "util-linux"),
+];
 
 /// The Go release the demo program is built with.
 pub const DEMO_GO: &str = "1.26.6";

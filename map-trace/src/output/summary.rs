@@ -97,6 +97,34 @@ fn shape(m: &MapStats) -> Option<String> {
     })
 }
 
+/// Call sites listed per map and ranking.
+const TOP_CALLERS: usize = 3;
+
+/// The map's Go type and the lines of Go code behind its work and its growth.
+fn origins(m: &MapStats) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(t) = &m.map_type {
+        lines.push(format!("type {t}"));
+    }
+    let by_ops: Vec<String> = m
+        .top_callers_by_ops(TOP_CALLERS)
+        .into_iter()
+        .map(|(site, c)| format!("{site} ({} ops)", c.ops))
+        .collect();
+    if !by_ops.is_empty() {
+        lines.push(format!("top call sites: {}", by_ops.join("; ")));
+    }
+    let by_grow: Vec<String> = m
+        .top_callers_by_grow_time(TOP_CALLERS)
+        .into_iter()
+        .map(|(site, c)| format!("{site} ({})", timing("grows", &c.grow_time)))
+        .collect();
+    if !by_grow.is_empty() {
+        lines.push(format!("grow time by call site: {}", by_grow.join("; ")));
+    }
+    lines
+}
+
 fn growth(m: &MapStats) -> Option<String> {
     let mut parts = Vec::new();
     if m.grow_count() > 0 {
@@ -148,7 +176,10 @@ pub fn render(agg: &Aggregate, run: &RunInfo) -> String {
             m.grow_count(),
             m.evacuate_time.count
         );
-        for line in [shape(m), growth(m)].into_iter().flatten() {
+        let lines = origins(m)
+            .into_iter()
+            .chain([shape(m), growth(m)].into_iter().flatten());
+        for line in lines {
             let _ = writeln!(s, "    {line}");
         }
     }
@@ -239,6 +270,42 @@ mod tests {
 
     fn words(line: &str) -> Vec<&str> {
         line.split_whitespace().collect()
+    }
+
+    #[test]
+    fn names_types_and_call_sites() {
+        use std::sync::Arc;
+
+        use crate::resolve::CallSite;
+        let site = |function: &str, line| {
+            Some(Arc::new(CallSite {
+                function: function.into(),
+                file: "/src/app/main.go".into(),
+                line,
+            }))
+        };
+        let mut agg = Aggregate::default();
+        for (kind, caller, ns) in [
+            (EventKind::Assign, site("main.register", 30), None),
+            (EventKind::Assign, site("main.register", 30), None),
+            (EventKind::Delete, site("main.expire", 40), None),
+            (EventKind::Grow, site("main.register", 30), Some(1_000_000)),
+        ] {
+            agg.record(&TraceEvent {
+                caller,
+                duration_ns: ns,
+                map_type: Some(Arc::from("map[string]*main.Session")),
+                ..TraceEvent::sample(kind, 0x10, Some(2))
+            });
+        }
+        let text = render(&agg, &run());
+        for want in [
+            "    type map[string]*main.Session",
+            "    top call sites: main.register main.go:30 (2 ops); main.expire main.go:40 (1 ops)",
+            "    grow time by call site: main.register main.go:30 (grows 1, total 1.000 ms, worst 1.000 ms)",
+        ] {
+            assert!(text.lines().any(|l| l == want), "no `{want}` in:\n{text}");
+        }
     }
 
     #[test]

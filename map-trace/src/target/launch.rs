@@ -1,30 +1,28 @@
-//! `map-trace -- CMD`: start the command held before exec, so probes are attached before its
-//! first instruction runs.
+//! `map-trace -- CMD`: start the command stopped right after its `exec`, so probes are
+//! attached (and a PIE's load address is known) before its first instruction runs.
 
 use std::{
     ffi::{CString, OsString},
-    os::{fd::OwnedFd, unix::ffi::OsStrExt as _},
+    os::unix::ffi::OsStrExt as _,
     path::{Path, PathBuf},
 };
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use nix::{
     sys::{
+        ptrace,
         signal::{Signal, kill},
-        wait::{WaitPidFlag, waitpid},
+        wait::{WaitPidFlag, WaitStatus, waitpid},
     },
-    unistd::{ForkResult, Pid, close, execv, fork, pipe, read, write},
+    unistd::{ForkResult, Pid, execv, fork},
 };
 
-/// The byte that lets a held child exec.
-const GO: [u8; 1] = *b"g";
-
-/// A forked child blocked before `exec` until [`HeldChild::release`].
+/// A started command, stopped by ptrace at its exec until [`HeldChild::release`].
 #[derive(Debug)]
 pub struct HeldChild {
     pid: Pid,
-    /// Closing this lets the child go on to `exec`.
-    gate: Option<OwnedFd>,
+    /// Still stopped: must not run untraced if map-trace gives up.
+    held: bool,
 }
 
 /// Finds `program` like a shell does: as given when it has a slash, otherwise on `PATH`.
@@ -51,7 +49,8 @@ pub fn resolve_command(program: &OsString) -> anyhow::Result<PathBuf> {
 }
 
 impl HeldChild {
-    /// Forks; the child waits on a pipe, then execs `exe` with `argv`.
+    /// Forks; the child asks to be traced and execs `exe` with `argv`, which stops it with
+    /// the new program mapped and not yet run.
     ///
     /// Must run while the process is single-threaded: only async-signal-safe calls happen in
     /// the child between fork and exec.
@@ -62,27 +61,33 @@ impl HeldChild {
             .map(|a| CString::new(a.as_bytes()))
             .collect::<Result<Vec<_>, _>>()
             .context("NUL byte in command arguments")?;
-        let (wait_end, gate) = pipe().context("pipe")?;
-        // SAFETY: single-threaded here; the child only calls read/close/execv/_exit.
+        // SAFETY: single-threaded here; the child only calls ptrace/execv/_exit.
         match unsafe { fork() }.context("fork")? {
             ForkResult::Child => {
-                drop(gate);
-                let mut byte = [0_u8; 1];
-                // Only the go byte lets it run: EOF means map-trace died before attaching.
-                let go = matches!(read(&wait_end, &mut byte), Ok(1)) && byte == GO;
-                let _ = close(wait_end);
-                if go {
+                if ptrace::traceme().is_ok() {
                     let _ = execv(&exe_c, &argv_c);
                 }
                 // SAFETY: leave without running the parent's destructors or atexit handlers.
                 unsafe { libc::_exit(127) }
             }
             ForkResult::Parent { child } => {
-                drop(wait_end);
-                Ok(Self {
+                let mut held = Self {
                     pid: child,
-                    gate: Some(gate),
-                })
+                    held: true,
+                };
+                match waitpid(child, None).context("waiting for the command to start")? {
+                    WaitStatus::Stopped(_, Signal::SIGTRAP) => {}
+                    WaitStatus::Exited(..) | WaitStatus::Signaled(..) => {
+                        held.held = false;
+                        bail!("cannot run {}: exec failed", exe.display());
+                    }
+                    other => bail!("the command stopped unexpectedly ({other:?})"),
+                }
+                // Should map-trace die before releasing it, the command dies too rather
+                // than run untraced.
+                ptrace::setoptions(child, ptrace::Options::PTRACE_O_EXITKILL)
+                    .context("holding the started command")?;
+                Ok(held)
             }
         }
     }
@@ -92,10 +97,10 @@ impl HeldChild {
         self.pid.as_raw().unsigned_abs()
     }
 
-    /// Lets the child exec.
+    /// Lets the command run, no longer traced by ptrace.
     pub fn release(&mut self) -> anyhow::Result<()> {
-        let gate = self.gate.take().context("child already released")?;
-        write(&gate, &GO).context("releasing the held command")?;
+        ptrace::detach(self.pid, None).context("releasing the started command")?;
+        self.held = false;
         Ok(())
     }
 
@@ -109,7 +114,7 @@ impl HeldChild {
 impl Drop for HeldChild {
     /// A child never released (an error before attaching finished) must not run untraced.
     fn drop(&mut self) {
-        if self.gate.is_some() {
+        if self.held {
             let _ = kill(self.pid, Signal::SIGKILL);
             let _ = waitpid(self.pid, None);
         }

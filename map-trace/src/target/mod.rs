@@ -4,5 +4,7 @@
 pub mod binary;
 pub mod buildinfo;
 pub mod disasm;
+pub mod gotypes;
 pub mod launch;
+pub mod pclntab;
 pub mod process;

@@ -4,11 +4,16 @@
 use std::{
     fs,
     io::ErrorKind,
-    os::fd::{FromRawFd as _, OwnedFd},
+    os::{
+        fd::{FromRawFd as _, OwnedFd},
+        unix::fs::MetadataExt as _,
+    },
     path::PathBuf,
 };
 
 use thiserror::Error;
+
+use super::binary::GoBinary;
 
 /// `PF_KTHREAD` in `/proc/PID/stat`'s flags field.
 const PF_KTHREAD: u64 = 0x0020_0000;
@@ -25,6 +30,10 @@ pub enum ProcessError {
     KernelThread(u32),
     #[error("cannot inspect pid {pid}: {source} (run map-trace as root)")]
     Access { pid: u32, source: std::io::Error },
+    #[error(
+        "pid {0}: its executable is not in /proc/{0}/maps, so its load address is unknown: is it still running?"
+    )]
+    NotMapped(u32),
 }
 
 /// A live user-space process.
@@ -85,6 +94,57 @@ pub fn resident_memory(pid: u32) -> Vec<(&'static str, u64)> {
         .collect()
 }
 
+/// Where the kernel loaded `binary` in process `pid`: run-time minus link-time addresses.
+/// 0 for fixed-address executables; for PIE, found in `/proc/PID/maps` by the executable's
+/// device and inode (its path there may be a deleted file or one in another mount
+/// namespace).
+pub fn load_bias(pid: u32, binary: &GoBinary) -> Result<u64, ProcessError> {
+    if !binary.is_pie() {
+        return Ok(0);
+    }
+    let access = |source| ProcessError::Access { pid, source };
+    let exe = fs::metadata(format!("/proc/{pid}/exe")).map_err(access)?;
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).map_err(access)?;
+    maps.lines()
+        .filter_map(Mapping::parse)
+        .filter(|m| {
+            m.inode == exe.ino() && m.dev == (libc::major(exe.dev()), libc::minor(exe.dev()))
+        })
+        .find_map(|m| Some(m.start.wrapping_sub(binary.vaddr_of_file_offset(m.offset)?)))
+        .ok_or(ProcessError::NotMapped(pid))
+}
+
+/// One line of `/proc/PID/maps`.
+#[derive(Debug, PartialEq, Eq)]
+struct Mapping {
+    start: u64,
+    offset: u64,
+    dev: (u32, u32),
+    inode: u64,
+}
+
+impl Mapping {
+    /// `start-end perms offset major:minor inode path`
+    fn parse(line: &str) -> Option<Self> {
+        let mut f = line.split_whitespace();
+        let start = u64::from_str_radix(f.next()?.split_once('-')?.0, 16).ok()?;
+        let _perms = f.next()?;
+        let offset = u64::from_str_radix(f.next()?, 16).ok()?;
+        let (major, minor) = f.next()?.split_once(':')?;
+        let dev = (
+            u32::from_str_radix(major, 16).ok()?,
+            u32::from_str_radix(minor, 16).ok()?,
+        );
+        let inode = f.next()?.parse().ok()?;
+        Some(Self {
+            start,
+            offset,
+            dev,
+            inode,
+        })
+    }
+}
+
 /// A pidfd for `pid`: readable once the process has exited.
 pub fn pidfd(pid: u32) -> std::io::Result<OwnedFd> {
     let pid =
@@ -118,6 +178,22 @@ mod tests {
         );
         assert!(rss.iter().all(|(_, b)| *b > 0 && b % 1024 == 0), "{rss:?}");
         assert!(resident_memory(u32::MAX).is_empty());
+    }
+
+    #[test]
+    fn parses_maps_lines() {
+        assert_eq!(
+            Mapping::parse(
+                "55d0c8a00000-55d0c8b2e000 r--p 00001000 fd:01 1837 /usr/bin/x (deleted)"
+            ),
+            Some(Mapping {
+                start: 0x55d0_c8a0_0000,
+                offset: 0x1000,
+                dev: (0xfd, 1),
+                inode: 1837,
+            })
+        );
+        assert_eq!(Mapping::parse("garbage"), None);
     }
 
     #[test]

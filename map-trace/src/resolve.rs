@@ -1,0 +1,272 @@
+//! Names for the addresses an event carries: the Go code that called the runtime (from the
+//! return addresses taken at entry), the map's Go type (from its type descriptor) and the
+//! key as text. Looked up in the target's binary once per address, then cached: a hot call
+//! site or map costs one lookup per run.
+
+use std::{collections::HashMap, fmt, sync::Arc};
+
+use map_trace_common::KeyKind;
+
+use crate::{
+    events::{Raw, TraceEvent},
+    target::{binary::GoBinary, gotypes::Kind},
+};
+
+/// A line of Go code outside the runtime that called into it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallSite {
+    /// The Go function, inlined ones by their own name (`main.(*Cache).Put`).
+    pub function: String,
+    pub file: String,
+    pub line: u32,
+}
+
+impl CallSite {
+    /// `file:line`.
+    #[must_use]
+    pub fn location(&self) -> String {
+        format!("{}:{}", self.file, self.line)
+    }
+
+    /// `file:line` with the file's base name only, for narrow displays.
+    #[must_use]
+    pub fn short_location(&self) -> String {
+        let base = self.file.rsplit('/').next().unwrap_or(&self.file);
+        format!("{base}:{}", self.line)
+    }
+}
+
+impl fmt::Display for CallSite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.function, self.short_location())
+    }
+}
+
+/// Functions that belong to the Go runtime's own map and memory machinery: a call site is
+/// the first frame outside them.
+fn is_runtime(function: &str) -> bool {
+    function.starts_with("runtime.") || function.starts_with("internal/runtime/")
+}
+
+/// Resolves the addresses in events against the target's binary.
+pub struct Resolver {
+    binary: GoBinary,
+    /// Run-time address minus link-time address (non-zero for PIE).
+    bias: u64,
+    show_keys: bool,
+    /// Per return address: the first non-runtime frame among its (inlined) frames.
+    callers: HashMap<u64, Option<Arc<CallSite>>>,
+    /// Per map type descriptor: its name and the kind of its key.
+    types: HashMap<u64, MapType>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct MapType {
+    name: Option<Arc<str>>,
+    key_kind: Option<Kind>,
+}
+
+impl Resolver {
+    #[must_use]
+    pub fn new(binary: GoBinary, bias: u64, show_keys: bool) -> Self {
+        Self {
+            binary,
+            bias,
+            show_keys,
+            callers: HashMap::new(),
+            types: HashMap::new(),
+        }
+    }
+
+    /// Fills in the event's call site, map type and (with `--show-keys`) key.
+    pub fn resolve(&mut self, event: &mut TraceEvent, raw: &Raw<'_>) {
+        event.caller = raw
+            .stack
+            .iter()
+            .take_while(|&&pc| pc != 0)
+            .find_map(|&pc| self.caller(pc));
+        if raw.map_type != 0 {
+            let map_type = self.map_type(raw.map_type);
+            event.map_type = map_type.name;
+            if self.show_keys {
+                event.key = raw
+                    .key
+                    .map(|bytes| key_text(raw.key_kind, map_type.key_kind, bytes));
+            }
+        } else if self.show_keys {
+            event.key = raw.key.map(|bytes| key_text(raw.key_kind, None, bytes));
+        }
+    }
+
+    fn caller(&mut self, pc: u64) -> Option<Arc<CallSite>> {
+        let (binary, bias) = (&self.binary, self.bias);
+        self.callers
+            .entry(pc)
+            .or_insert_with(|| {
+                let frames = binary.symbolize(pc.checked_sub(bias)?);
+                let frame = frames.into_iter().find(|f| !is_runtime(&f.function))?;
+                Some(Arc::new(CallSite {
+                    function: frame.function,
+                    file: frame.file,
+                    line: frame.line,
+                }))
+            })
+            .clone()
+    }
+
+    fn map_type(&mut self, addr: u64) -> MapType {
+        let (binary, bias) = (&self.binary, self.bias);
+        self.types
+            .entry(addr)
+            .or_insert_with(|| {
+                let Some(link) = addr.checked_sub(bias) else {
+                    return MapType::default();
+                };
+                MapType {
+                    name: binary.type_name(link).map(Arc::from),
+                    key_kind: binary
+                        .map_key_type(link)
+                        .and_then(|key| binary.type_kind(key)),
+                }
+            })
+            .clone()
+    }
+}
+
+/// The key as the contract's `key` column shows it: text for string keys, decimal for
+/// integer keys, hex for anything else; at most the first 128 bytes.
+#[must_use]
+pub fn key_text(how: KeyKind, kind: Option<Kind>, bytes: &[u8]) -> String {
+    match how {
+        KeyKind::Str => escaped_text(bytes),
+        // Pointers (`mapassign_fast64ptr`, pointer keys) by their value, as Go prints them.
+        _ if kind.is_some_and(Kind::is_pointer) && bytes.len() == 8 => {
+            format!("{:#x}", integer_bits(bytes))
+        }
+        KeyKind::U32 | KeyKind::U64 if kind.is_none_or(Kind::is_integer) => {
+            integer(bytes, kind.is_none_or(Kind::is_signed))
+        }
+        KeyKind::Mem if kind.is_some_and(Kind::is_integer) && bytes.len() <= 8 => {
+            integer(bytes, kind.is_some_and(Kind::is_signed))
+        }
+        _ => hex(bytes),
+    }
+}
+
+/// A little-endian integer of up to 8 bytes in decimal.
+fn integer(bytes: &[u8], signed: bool) -> String {
+    let n = bytes.len().min(8);
+    let unsigned = integer_bits(bytes);
+    if !signed || n == 0 {
+        return unsigned.to_string();
+    }
+    // Sign-extend from the key's own width.
+    let shift = 64 - 8 * u32::try_from(n).unwrap_or(8);
+    #[expect(
+        clippy::cast_possible_wrap,
+        reason = "reinterpreting the bits is the point"
+    )]
+    let value = ((unsigned << shift) as i64) >> shift;
+    value.to_string()
+}
+
+/// Up to 8 little-endian bytes as an integer.
+fn integer_bits(bytes: &[u8]) -> u64 {
+    let mut le = [0_u8; 8];
+    let n = bytes.len().min(8);
+    le[..n].copy_from_slice(&bytes[..n]);
+    u64::from_le_bytes(le)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use fmt::Write as _;
+    let mut out = String::with_capacity(2 + 2 * bytes.len());
+    out.push_str("0x");
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// UTF-8 text as is; bytes that are not UTF-8 as `\xNN`, so nothing is lost or invented.
+fn escaped_text(bytes: &[u8]) -> String {
+    use fmt::Write as _;
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_as_text() {
+        assert_eq!(
+            key_text(KeyKind::Str, Some(Kind::String), b"user:42"),
+            "user:42"
+        );
+        assert_eq!(key_text(KeyKind::Str, None, b"a\xffb"), "a\\xffb");
+        assert_eq!(
+            key_text(KeyKind::U64, Some(Kind::Int), &(-5_i64).to_le_bytes()),
+            "-5"
+        );
+        assert_eq!(
+            key_text(KeyKind::U64, Some(Kind::Uint64), &u64::MAX.to_le_bytes()),
+            "18446744073709551615"
+        );
+        assert_eq!(
+            key_text(KeyKind::U32, Some(Kind::Int32), &(-2_i32).to_le_bytes()),
+            "-2"
+        );
+        assert_eq!(
+            key_text(KeyKind::U32, Some(Kind::Uint32), &7_u32.to_le_bytes()),
+            "7"
+        );
+        // Unknown type: integer functions still mean integer keys, Go's int by far the most.
+        assert_eq!(key_text(KeyKind::U64, None, &(-1_i64).to_le_bytes()), "-1");
+        // 8-byte arrays and pointers go through the fast64 functions too.
+        assert_eq!(
+            key_text(KeyKind::U64, Some(Kind::Array), &[1, 2, 3, 4, 5, 6, 7, 8]),
+            "0x0102030405060708"
+        );
+        assert_eq!(
+            key_text(
+                KeyKind::U64,
+                Some(Kind::Pointer),
+                &0xc000_0100_u64.to_le_bytes()
+            ),
+            "0xc0000100"
+        );
+        assert_eq!(
+            key_text(KeyKind::Mem, Some(Kind::Int16), &[0xff, 0xff]),
+            "-1"
+        );
+        assert_eq!(key_text(KeyKind::Mem, Some(Kind::Uint8), &[200]), "200");
+        assert_eq!(
+            key_text(KeyKind::Mem, Some(Kind::Struct), &[1, 0xab]),
+            "0x01ab"
+        );
+        assert_eq!(key_text(KeyKind::Mem, None, &[]), "0x");
+    }
+
+    #[test]
+    fn call_sites_read_well() {
+        let site = CallSite {
+            function: "main.(*Cache).Put".into(),
+            file: "/src/app/cache.go".into(),
+            line: 42,
+        };
+        assert_eq!(site.to_string(), "main.(*Cache).Put cache.go:42");
+        assert_eq!(site.location(), "/src/app/cache.go:42");
+        assert!(is_runtime("runtime.mapassign_faststr"));
+        assert!(is_runtime("internal/runtime/maps.(*table).grow"));
+        assert!(!is_runtime("runtime/debug.FreeOSMemory"));
+        assert!(!is_runtime("maps.Copy[...]"));
+    }
+}

@@ -1,0 +1,3 @@
+module callsite
+
+go 1.21
