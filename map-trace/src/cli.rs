@@ -71,6 +71,19 @@ pub struct TraceArgs {
     /// Write every event as a CSV row (`-` = standard output)
     #[arg(long, value_name = "PATH")]
     pub csv: Option<PathBuf>,
+    /// Write every event as a JSON object per line (JSON Lines), the CSV's fields
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+    /// Write a Chrome/Perfetto trace (open it in ui.perfetto.dev): grows and evacuations as
+    /// slices per goroutine, madvise and GC as instants, counters for map sizes and memory
+    #[arg(long, value_name = "PATH")]
+    pub perfetto: Option<PathBuf>,
+    /// Serve Prometheus metrics over HTTP at this address (for example 127.0.0.1:9464)
+    #[arg(long, value_name = "ADDR")]
+    pub prometheus: Option<std::net::SocketAddr>,
+    /// No live view, even on a terminal: only the end-of-run summary
+    #[arg(long)]
+    pub no_tui: bool,
     /// Comma list of event kinds to trace: assign, delete, clear, grow, evacuate, gc, madvise, rss (default: all)
     #[arg(long, value_name = "LIST", value_parser = parse_events)]
     pub events: Option<EventSet>,
@@ -137,6 +150,10 @@ pub struct TraceOptions {
     pub target: Target,
     pub duration: Option<Duration>,
     pub csv: Option<PathBuf>,
+    pub json: Option<PathBuf>,
+    pub perfetto: Option<PathBuf>,
+    pub prometheus: Option<std::net::SocketAddr>,
+    pub no_tui: bool,
     pub events: EventSet,
     /// Keyed events must have this key hash.
     pub key_hash: Option<u64>,
@@ -165,6 +182,10 @@ impl TraceArgs {
             target,
             duration: self.duration,
             csv: self.csv,
+            json: self.json,
+            perfetto: self.perfetto,
+            prometheus: self.prometheus,
+            no_tui: self.no_tui,
             events: self.events.unwrap_or_else(EventSet::all),
             key_hash: self
                 .key_hash

@@ -3,7 +3,6 @@
 
 use std::{
     ffi::OsString,
-    fs::File,
     io::{self, BufWriter, Write},
     os::fd::{AsRawFd, OwnedFd},
     path::Path,
@@ -24,7 +23,7 @@ use crate::{
     events::{self, Detail, TraceEvent},
     goruntime::{Layout, Runtime},
     output::{
-        Exporter,
+        self, Exporter,
         csv::CsvExporter,
         summary::{self, RunInfo, TimedCalls},
     },
@@ -71,6 +70,13 @@ pub fn run(opts: &TraceOptions) -> anyhow::Result<()> {
         describe_plan(&plan);
     }
     let csv_to_stdout = opts.csv.as_deref() == Some(Path::new("-"));
+    // Creates no threads (so the fork below stays safe); entered, so exporters can set up
+    // their sockets and tasks on it.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the event loop")?;
+    let _entered = rt.enter();
     let exporters = open_exporters(opts)?;
 
     let (pid, pidfd, mut child) = match tracee {
@@ -90,10 +96,6 @@ pub fn run(opts: &TraceOptions) -> anyhow::Result<()> {
     };
     let resolver = Resolver::new(binary, load_bias, opts.show_keys);
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the event loop")?;
     let (sink, info) = rt.block_on(async {
         let mut ends = Ends::new(opts)?;
         let madvise = opts
@@ -174,7 +176,7 @@ fn open_exporters(opts: &TraceOptions) -> anyhow::Result<Vec<Box<dyn Exporter>>>
         let out: Box<dyn Write> = if path == Path::new("-") {
             Box::new(BufWriter::new(io::stdout()))
         } else {
-            let file = create_private(path, opts.show_keys).with_context(|| {
+            let file = output::create_file(path, opts.show_keys).with_context(|| {
                 format!(
                     "cannot write CSV to {}: give a writable path",
                     path.display()
@@ -185,22 +187,6 @@ fn open_exporters(opts: &TraceOptions) -> anyhow::Result<Vec<Box<dyn Exporter>>>
         exporters.push(Box::new(CsvExporter::new(out, opts.show_keys)?));
     }
     Ok(exporters)
-}
-
-/// Creates (or truncates) an export file; one that will hold keys is readable by its owner
-/// only (0600), whether new or already there.
-fn create_private(path: &Path, holds_keys: bool) -> io::Result<File> {
-    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-    let mut options = File::options();
-    options.write(true).create(true).truncate(true);
-    if holds_keys {
-        options.mode(0o600);
-    }
-    let file = options.open(path)?;
-    if holds_keys {
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    }
-    Ok(file)
 }
 
 /// Everything that can end a run, and the periodic RSS sample.

@@ -4,11 +4,45 @@
 pub mod csv;
 pub mod summary;
 
+use std::{fs::File, io, path::Path, time::Duration};
+
 use crate::events::TraceEvent;
+
+/// Creates (or truncates) an export file; one that will hold keys is readable by its owner
+/// only (0600), whether new or already there.
+pub fn create_file(path: &Path, holds_keys: bool) -> io::Result<File> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let mut options = File::options();
+    options.write(true).create(true).truncate(true);
+    if holds_keys {
+        options.mode(0o600);
+    }
+    let file = options.open(path)?;
+    if holds_keys {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(file)
+}
+
+/// How the run is going, handed to every exporter about four times a second and once more
+/// at the end.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Status {
+    /// Since the probes were attached.
+    pub elapsed: Duration,
+    /// Events decoded so far.
+    pub events: u64,
+    /// Events the ring buffer had no room for, so far (the kernel's count).
+    pub lost: u64,
+}
 
 /// A per-event output.
 pub trait Exporter {
     fn event(&mut self, event: &TraceEvent) -> anyhow::Result<()>;
+    /// The run's progress; exporters that publish totals (lost events) take them here.
+    fn status(&mut self, _status: &Status) -> anyhow::Result<()> {
+        Ok(())
+    }
     /// Flushes everything written; called once at the end of the run.
     fn finish(&mut self) -> anyhow::Result<()>;
 }
