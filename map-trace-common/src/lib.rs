@@ -332,6 +332,12 @@ pub struct Config {
     pub key_hash: u64,
     /// With [`FILTER_MAP`]: map events must be of the map header at this address.
     pub map: u64,
+    /// Nonzero: map events are counted per map in [`MapTotals`] instead of sent one by one.
+    pub summary_only: u64,
+    /// Where a timed call's header byte at return tells a variant of its event (classic
+    /// `hashGrow`: same-size), and which bits; mask 0 for none.
+    pub variant_offset: u64,
+    pub variant_mask: u64,
 }
 
 /// `Config::filters`: only keyed events with `Config::key_hash` (others pass).
@@ -339,9 +345,76 @@ pub const FILTER_KEY: u64 = 1;
 /// `Config::filters`: only map events of `Config::map` (events of no map pass).
 pub const FILTER_MAP: u64 = 2;
 
+/// Log2 buckets of a timed call's duration in nanoseconds: bucket `i` holds durations in
+/// `[2^(i-1), 2^i)` (bucket 0: 0 ns); the last bucket holds everything longer.
+pub const DURATION_BUCKETS: usize = 32;
+
+/// The histogram bucket of a duration.
+#[inline]
+#[must_use]
+pub const fn duration_bucket(ns: u64) -> usize {
+    let bits = (u64::BITS - ns.leading_zeros()) as usize;
+    if bits < DURATION_BUCKETS {
+        bits
+    } else {
+        DURATION_BUCKETS - 1
+    }
+}
+
+/// `--summary-only`: what one function did to one map, counted in the kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TotalsKey {
+    pub map: u64,
+    pub function: u16,
+    /// 1 when the variant bits of `Config` were set at return (classic same-size grow).
+    pub variant: u16,
+    pub pad: u32,
+}
+
+/// `--summary-only`: per CPU, the calls of one function on one map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapTotals {
+    pub calls: u64,
+    /// Timed calls: total and longest duration, and their histogram.
+    pub total_ns: u64,
+    pub worst_ns: u64,
+    pub histogram: [u32; DURATION_BUCKETS],
+    /// The map header at the latest call on this CPU, and when.
+    pub last_ns: u64,
+    pub header: [u8; HEADER_BYTES],
+    /// The map's type descriptor.
+    pub map_type: u64,
+}
+
+impl MapTotals {
+    pub const ZERO: MapTotals = MapTotals {
+        calls: 0,
+        total_ns: 0,
+        worst_ns: 0,
+        histogram: [0; DURATION_BUCKETS],
+        last_ns: 0,
+        header: [0; HEADER_BYTES],
+        map_type: 0,
+    };
+}
+
+/// `LOST` slots: events the ring buffer had no room for, and `--summary-only` calls that
+/// found the totals map full.
+pub const LOST_EVENTS: u32 = 0;
+pub const LOST_TOTALS: u32 = 1;
+pub const LOST_SLOTS: u32 = 2;
+
 #[cfg(feature = "user")]
 // SAFETY: plain `#[repr(C)]` integers, no padding left implicit.
 unsafe impl aya::Pod for Config {}
+#[cfg(feature = "user")]
+// SAFETY: as above.
+unsafe impl aya::Pod for TotalsKey {}
+#[cfg(feature = "user")]
+// SAFETY: as above.
+unsafe impl aya::Pod for MapTotals {}
 
 #[cfg(test)]
 mod tests {
@@ -394,6 +467,16 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn duration_buckets() {
+        assert_eq!(duration_bucket(0), 0);
+        assert_eq!(duration_bucket(1), 1);
+        assert_eq!((duration_bucket(2), duration_bucket(3)), (2, 2));
+        assert_eq!(duration_bucket(1024), 11);
+        assert_eq!(duration_bucket(u64::MAX), DURATION_BUCKETS - 1);
+        assert_eq!(core::mem::size_of::<MapTotals>() % 8, 0);
     }
 
     #[test]

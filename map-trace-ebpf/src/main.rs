@@ -17,19 +17,20 @@
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::pt_regs,
+    bindings::{BPF_NOEXIST, pt_regs},
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf,
-        generated::bpf_get_attach_cookie,
+        generated::{self, bpf_get_attach_cookie},
     },
     macros::{kprobe, kretprobe, map, tracepoint, uprobe},
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{ProbeContext, RetProbeContext, TracePointContext},
 };
 use map_trace_common::{
-    CALLS_ORPHANS, CALLS_SLOTS, Config, Event, EventKind, FILTER_KEY, FILTER_MAP, FLAG_DETAIL,
-    FLAG_GOID, FLAG_HEADER, FLAG_KEY, FLAG_STACK, FLAG_TABLE, HEADER_BYTES, KEY_MAX, KeyKind,
-    KeyedEvent, ProbeCookie, Reg, STACK_DEPTH, TABLE_BYTES, key_hash,
+    CALLS_ORPHANS, CALLS_SLOTS, Config, DURATION_BUCKETS, Event, EventKind, FILTER_KEY, FILTER_MAP,
+    FLAG_DETAIL, FLAG_GOID, FLAG_HEADER, FLAG_KEY, FLAG_STACK, FLAG_TABLE, HEADER_BYTES, KEY_MAX,
+    KeyKind, KeyedEvent, LOST_EVENTS, LOST_SLOTS, LOST_TOTALS, MapTotals, ProbeCookie, Reg,
+    STACK_DEPTH, TABLE_BYTES, TotalsKey, duration_bucket, key_hash,
 };
 
 /// Written by user space before load (read-only global).
@@ -44,15 +45,26 @@ static CONFIG: Config = Config {
     filters: 0,
     key_hash: 0,
     map: 0,
+    summary_only: 0,
+    variant_offset: 0,
+    variant_mask: 0,
 };
 
 /// Default size; user space may resize before load.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
 
-/// Events that found the ring buffer full, per CPU; user space sums and reports them.
+/// Events that found the ring buffer full ([`LOST_EVENTS`]) and `--summary-only` calls that
+/// found [`TOTALS`] full ([`LOST_TOTALS`]), per CPU; user space sums and reports them.
 #[map]
-static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_SLOTS, 0);
+
+/// `--summary-only`: calls per map and function, counted here instead of sent.
+#[map]
+static TOTALS: PerCpuHashMap<TotalsKey, MapTotals> = PerCpuHashMap::with_max_entries(16384, 0);
+
+/// What a new [`TOTALS`] entry starts from (inserted from here, not from the small stack).
+static TOTALS_ZERO: MapTotals = MapTotals::ZERO;
 
 /// Timed calls per function: entries at `2f`, returns at `2f + 1`, orphan returns last.
 #[map]
@@ -175,7 +187,57 @@ fn emit(event: &mut Event) {
     // SAFETY: plain helper call.
     event.time_ns = unsafe { bpf_ktime_get_ns() };
     if EVENTS.output::<Event>(event, 0).is_err() {
-        count(&LOST, 0);
+        count(&LOST, LOST_EVENTS);
+    }
+}
+
+/// `--summary-only`: counts a call (with its duration, for timed calls) under its map and
+/// function, and keeps the header it left.
+#[inline(always)]
+fn tally(key: &TotalsKey, duration_ns: Option<u64>, map_type: u64) {
+    let totals = if let Some(t) = TOTALS.get_ptr_mut(key) {
+        t
+    } else {
+        // Another CPU may create the key at the same moment: then it exists, and is ours to
+        // update too.
+        #[expect(
+            clippy::needless_borrows_for_generic_args,
+            reason = "a pointer to the read-only zero value, not a copy on the stack"
+        )]
+        let _ = TOTALS.insert(key, &TOTALS_ZERO, u64::from(BPF_NOEXIST));
+        let Some(t) = TOTALS.get_ptr_mut(key) else {
+            count(&LOST, LOST_TOTALS);
+            return;
+        };
+        t
+    };
+    // SAFETY: this CPU's value of the entry; nothing else writes it while we run here.
+    unsafe {
+        (*totals).calls += 1;
+        if let Some(ns) = duration_ns {
+            (*totals).total_ns += ns;
+            if ns > (*totals).worst_ns {
+                (*totals).worst_ns = ns;
+            }
+            // The verifier cannot follow the bit tricks clz compiles to: an opaque load and a
+            // mask give it the bound.
+            let bucket = duration_bucket(ns);
+            let bucket = core::ptr::read_volatile(&raw const bucket) & (DURATION_BUCKETS - 1);
+            if let Some(slot) = (*totals).histogram.get_mut(bucket) {
+                *slot += 1;
+            }
+        }
+        (*totals).map_type = map_type;
+        (*totals).last_ns = bpf_ktime_get_ns();
+        // Straight into the map value: the header never touches the stack.
+        let _ = generated::bpf_probe_read_user(
+            (&raw mut (*totals).header).cast(),
+            #[expect(clippy::cast_possible_truncation, reason = "48 bytes")]
+            {
+                HEADER_BYTES as u32
+            },
+            key.map as *const core::ffi::c_void,
+        );
     }
 }
 
@@ -185,7 +247,7 @@ fn emit_keyed(event: &mut Event, key: &[u8; KEY_MAX]) {
     // SAFETY: plain helper call.
     event.time_ns = unsafe { bpf_ktime_get_ns() };
     let Some(mut entry) = EVENTS.reserve::<KeyedEvent>(0) else {
-        count(&LOST, 0);
+        count(&LOST, LOST_EVENTS);
         return;
     };
     let record = entry.as_mut_ptr();
@@ -262,6 +324,16 @@ pub fn map_op(ctx: ProbeContext) -> u32 {
     }
     if let Some(r) = cookie.map_type {
         event.map_type = regs.get(r);
+    }
+    if cfg.summary_only != 0 {
+        let key = TotalsKey {
+            map: event.map,
+            function: cookie.function,
+            variant: 0,
+            pad: 0,
+        };
+        tally(&key, None, event.map_type);
+        return 0;
     }
     if let Some(stack) = return_addresses(&regs) {
         event.stack = stack;
@@ -350,8 +422,23 @@ pub fn call_return(ctx: ProbeContext) -> u32 {
     if !map_wanted(&cfg, pending.map) {
         return 0;
     }
+    let duration_ns = now.saturating_sub(pending.time_ns);
+    if cfg.summary_only != 0 {
+        // SAFETY: reading user memory through the faulting-safe helper.
+        let variant = cfg.variant_mask != 0
+            && unsafe { bpf_probe_read_user((pending.map + cfg.variant_offset) as *const u8) }
+                .is_ok_and(|b| u64::from(b) & cfg.variant_mask != 0);
+        let key = TotalsKey {
+            map: pending.map,
+            function: cookie.function,
+            variant: u16::from(variant),
+            pad: 0,
+        };
+        tally(&key, Some(duration_ns), pending.map_type);
+        return 0;
+    }
     event.map = pending.map;
-    event.duration_ns = now.saturating_sub(pending.time_ns);
+    event.duration_ns = duration_ns;
     event.detail = pending.detail;
     event.map_type = pending.map_type;
     event.stack = pending.stack;

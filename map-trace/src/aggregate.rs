@@ -5,20 +5,22 @@ use std::{
     sync::Arc,
 };
 
-use map_trace_common::EventKind;
+use map_trace_common::{DURATION_BUCKETS, EventKind, duration_bucket};
 
 use crate::{
-    events::{Detail, TraceEvent},
+    events::{Detail, KernelCalls, TraceEvent},
     goruntime::MapState,
     resolve::CallSite,
 };
 
-/// Count, total and worst of timed calls.
+/// Count, total, worst and log2 histogram of timed calls.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Timing {
     pub count: u64,
     pub total_ns: u64,
     pub worst_ns: u64,
+    /// Calls per [`duration_bucket`], the same buckets the kernel counts in.
+    pub histogram: [u64; DURATION_BUCKETS],
 }
 
 impl Timing {
@@ -26,12 +28,16 @@ impl Timing {
         self.count += 1;
         self.total_ns += ns;
         self.worst_ns = self.worst_ns.max(ns);
+        self.histogram[duration_bucket(ns)] += 1;
     }
 
     fn merge(&mut self, other: &Timing) {
         self.count += other.count;
         self.total_ns += other.total_ns;
         self.worst_ns = self.worst_ns.max(other.worst_ns);
+        for (sum, n) in self.histogram.iter_mut().zip(other.histogram) {
+            *sum += n;
+        }
     }
 }
 
@@ -57,6 +63,9 @@ pub struct MapStats {
     /// What each line of Go code did to this map.
     pub callers: HashMap<Arc<CallSite>, CallerStats>,
 }
+
+/// Slots in the one group of a small swiss map.
+pub const SWISS_GROUP_SLOTS: u64 = 8;
 
 /// One call site's share of a map's work.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -146,6 +155,43 @@ impl MapStats {
     pub fn grow_count(&self) -> u64 {
         self.grow_time.count
     }
+
+    /// Elements per slot at the last event: per bucket (classic), per slot of the small
+    /// map's group or of its only table (swiss); unknown for a multi-table map, whose other
+    /// tables' sizes no event showed.
+    #[must_use]
+    pub fn load(&self) -> Option<f64> {
+        let (count, slots) = match self.last_state? {
+            MapState::Classic { count, b, .. } => (count, 1_u64 << b.min(63)),
+            MapState::Swiss {
+                used, tables: 0, ..
+            } => (used, SWISS_GROUP_SLOTS),
+            MapState::Swiss {
+                used, tables: 1, ..
+            } => (used, u64::from(self.table_capacity?)),
+            MapState::Swiss { .. } => return None,
+        };
+        #[expect(clippy::cast_precision_loss, reason = "a ratio for display")]
+        Some(count as f64 / slots as f64)
+    }
+
+    /// classic, while a growth is in progress: old buckets evacuated, of how many.
+    #[must_use]
+    pub fn evacuation(&self) -> Option<(u64, u64)> {
+        match self.last_state? {
+            MapState::Classic {
+                b,
+                growing: true,
+                same_size,
+                nevacuate,
+                ..
+            } => {
+                let buckets = 1_u64 << b.min(63);
+                Some((nevacuate, if same_size { buckets } else { buckets / 2 }))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// GC cycles seen.
@@ -185,6 +231,8 @@ pub struct Aggregate {
     pub given_back: u64,
     /// By figure (`VmRSS`, `RssAnon`).
     pub rss: BTreeMap<&'static str, RssStats>,
+    /// `--summary-only`: map calls the kernel counted (they are not in `events`).
+    pub kernel_calls: Option<u64>,
 }
 
 impl Aggregate {
@@ -226,6 +274,39 @@ impl Aggregate {
                 .or_default()
                 .record(event, self.gc.marking);
         }
+    }
+
+    /// `--summary-only`: the per-map statistics as the kernel counted them so far; they
+    /// replace the previous reading (the kernel's totals are cumulative).
+    pub fn set_kernel_calls(&mut self, calls: &[KernelCalls]) {
+        let mut maps: BTreeMap<u64, MapStats> = BTreeMap::new();
+        let mut latest: HashMap<u64, u64> = HashMap::new();
+        for c in calls {
+            let m = maps.entry(c.map).or_default();
+            match c.kind {
+                EventKind::Assign => m.assigns += c.timing.count,
+                EventKind::Delete => m.deletes += c.timing.count,
+                EventKind::Clear => m.clears += c.timing.count,
+                EventKind::Grow => {
+                    if let Some(label) = c.grow_kind {
+                        *m.grows.entry(label).or_default() += c.timing.count;
+                    }
+                    m.grow_time.merge(&c.timing);
+                }
+                EventKind::Evacuate => m.evacuate_time.merge(&c.timing),
+                EventKind::Gc | EventKind::Madvise | EventKind::Rss => {}
+            }
+            if m.map_type.is_none() {
+                m.map_type.clone_from(&c.map_type);
+            }
+            let newest = latest.entry(c.map).or_default();
+            if c.state.is_some() && c.last_ns >= *newest {
+                *newest = c.last_ns;
+                m.last_state = c.state;
+            }
+        }
+        self.kernel_calls = Some(calls.iter().map(|c| c.timing.count).sum());
+        self.maps = maps;
     }
 
     #[must_use]
@@ -332,9 +413,15 @@ mod tests {
             Timing {
                 count: 4,
                 total_ns: 610,
-                worst_ns: 300
+                worst_ns: 300,
+                histogram: m.grow_time.histogram,
             }
         );
+        // 100, 200, 10 and 300 ns: buckets 7, 8, 4 and 9.
+        let filled: Vec<usize> = (0..DURATION_BUCKETS)
+            .filter(|&b| m.grow_time.histogram[b] > 0)
+            .collect();
+        assert_eq!(filled, [4, 7, 8, 9]);
         assert_eq!(m.table_capacity, Some(1024));
         assert_eq!(m.grows_in_gc, 1);
         assert_eq!(
@@ -348,7 +435,8 @@ mod tests {
             Timing {
                 count: 1,
                 total_ns: 50,
-                worst_ns: 50
+                worst_ns: 50,
+                histogram: total.evacuate_time.histogram,
             }
         );
     }

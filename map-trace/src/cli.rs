@@ -61,6 +61,7 @@ impl HashArgs {
 }
 
 #[derive(Debug, Args)]
+#[expect(clippy::struct_excessive_bools, reason = "command-line switches")]
 pub struct TraceArgs {
     /// Trace this running Go process
     #[arg(long, value_name = "PID", conflicts_with = "command")]
@@ -84,6 +85,14 @@ pub struct TraceArgs {
     /// No live view, even on a terminal: only the end-of-run summary
     #[arg(long)]
     pub no_tui: bool,
+    /// Count map operations and time grows per map in the kernel instead of sending each
+    /// event: the cheapest way to watch a busy process. No per-event exports
+    #[arg(long, conflicts_with_all = ["csv", "json", "perfetto", "prometheus", "show_keys"])]
+    pub summary_only: bool,
+    /// Size of the BPF ring buffer that carries events: a power of two of at least 4096
+    /// bytes (suffixes K, M, G); a larger one absorbs longer bursts
+    #[arg(long, value_name = "BYTES", default_value = "16M", value_parser = parse_ring_size)]
+    pub ring_buffer_size: u32,
     /// Comma list of event kinds to trace: assign, delete, clear, grow, evacuate, gc, madvise, rss (default: all)
     #[arg(long, value_name = "LIST", value_parser = parse_events)]
     pub events: Option<EventSet>,
@@ -146,6 +155,7 @@ pub enum Target {
 
 /// Validated tracing options.
 #[derive(Debug)]
+#[expect(clippy::struct_excessive_bools, reason = "command-line switches")]
 pub struct TraceOptions {
     pub target: Target,
     pub duration: Option<Duration>,
@@ -154,6 +164,8 @@ pub struct TraceOptions {
     pub perfetto: Option<PathBuf>,
     pub prometheus: Option<std::net::SocketAddr>,
     pub no_tui: bool,
+    pub summary_only: bool,
+    pub ring_buffer_size: u32,
     pub events: EventSet,
     /// Keyed events must have this key hash.
     pub key_hash: Option<u64>,
@@ -186,6 +198,8 @@ impl TraceArgs {
             perfetto: self.perfetto,
             prometheus: self.prometheus,
             no_tui: self.no_tui,
+            summary_only: self.summary_only,
+            ring_buffer_size: self.ring_buffer_size,
             events: self.events.unwrap_or_else(EventSet::all),
             key_hash: self
                 .key_hash
@@ -217,6 +231,22 @@ fn parse_key_hash(s: &str) -> Result<u64, String> {
         ));
     }
     u64::from_str_radix(digits, 16).map_err(|_| format!("`{s}` is not hex"))
+}
+
+/// A ring-buffer size: the kernel wants a power of two and a whole number of pages.
+fn parse_ring_size(s: &str) -> Result<u32, String> {
+    let (digits, unit) = match s.trim().char_indices().last() {
+        Some((at, 'K' | 'k')) => (&s[..at], 1 << 10),
+        Some((at, 'M' | 'm')) => (&s[..at], 1 << 20),
+        Some((at, 'G' | 'g')) => (&s[..at], 1 << 30),
+        _ => (s, 1),
+    };
+    let bad = || format!("`{s}`: give a power of two from 4096 to 1G (for example 64K or 16M)");
+    let n: u64 = digits.trim().parse().map_err(|_| bad())?;
+    n.checked_mul(unit)
+        .filter(|n| n.is_power_of_two() && (4096..=1 << 30).contains(n))
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(bad)
 }
 
 fn parse_address(s: &str) -> Result<u64, String> {
@@ -267,6 +297,17 @@ fn parse_hex_bytes(s: &str) -> Result<HexBytes, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ring_buffer_sizes() {
+        assert_eq!(parse_ring_size("4096"), Ok(4096));
+        assert_eq!(parse_ring_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_ring_size("16M"), Ok(16 << 20));
+        assert_eq!(parse_ring_size("1G"), Ok(1 << 30));
+        for bad in ["0", "1000", "2048", "3M", "2G", "x", "", "-4096"] {
+            assert!(parse_ring_size(bad).is_err(), "{bad}");
+        }
+    }
 
     fn hash_of(args: &[&str]) -> u64 {
         let cli = Cli::try_parse_from(args).unwrap();

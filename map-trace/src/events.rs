@@ -4,11 +4,12 @@ use std::{fmt, sync::Arc};
 
 use map_trace_common::{
     EVENT_SIZE, Event, EventKind, FLAG_DETAIL, FLAG_GOID, FLAG_HEADER, FLAG_KEY, FLAG_STACK,
-    FLAG_TABLE, KEYED_EVENT_SIZE, KeyKind, STACK_DEPTH,
+    FLAG_TABLE, KEYED_EVENT_SIZE, KeyKind, MapTotals, STACK_DEPTH, TotalsKey,
 };
 use thiserror::Error;
 
 use crate::{
+    aggregate::Timing,
     goruntime::{DetailKind, Layout, MapState, TableState},
     resolve::CallSite,
 };
@@ -301,6 +302,51 @@ fn decode_event(raw: &Event, kind: EventKind, layout: &Layout) -> Result<TraceEv
         detail,
         duration_ns: kind.is_timed().then_some(raw.duration_ns),
         ..bare
+    })
+}
+
+/// `--summary-only`: what the kernel counted of one function's calls on one map.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelCalls {
+    pub map: u64,
+    pub kind: EventKind,
+    /// For grows, the kind a streamed event's detail would name.
+    pub grow_kind: Option<&'static str>,
+    /// Calls, and for timed functions their durations.
+    pub timing: Timing,
+    /// When the newest of these calls was counted, and the header it left.
+    pub last_ns: u64,
+    pub state: Option<MapState>,
+    /// The map's Go type, named by the caller's resolver.
+    pub map_type: Option<Arc<str>>,
+}
+
+/// Decodes one entry of the kernel's totals; `None` for a function not in the layout.
+#[must_use]
+pub fn decode_totals(key: &TotalsKey, t: &MapTotals, layout: &Layout) -> Option<KernelCalls> {
+    let function = layout.function(key.function)?;
+    let grow_kind = match function.detail {
+        DetailKind::HashGrow if key.variant != 0 => Some(Detail::SameSize.label()),
+        DetailKind::HashGrow => Some(Detail::Double.label()),
+        DetailKind::Small => Some(Detail::Small.label()),
+        DetailKind::ToTable => Some(Detail::ToTable.label()),
+        DetailKind::TableGrow => Some(Detail::Table { old: 0, new: 0 }.label()),
+        DetailKind::Split => Some(Detail::Split.label()),
+        _ => None,
+    };
+    Some(KernelCalls {
+        map: key.map,
+        kind: function.kind,
+        grow_kind,
+        timing: Timing {
+            count: t.calls,
+            total_ns: t.total_ns,
+            worst_ns: t.worst_ns,
+            histogram: t.histogram.map(u64::from),
+        },
+        last_ns: t.last_ns,
+        state: (t.last_ns != 0).then(|| layout.header.decode(&t.header)),
+        map_type: None,
     })
 }
 

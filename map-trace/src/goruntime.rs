@@ -347,14 +347,15 @@ pub struct TableState {
     pub growth_left: u16,
 }
 
+// Offsets come from the version table, but a layout with any offset must not panic.
 fn le_u64(b: &[u8], at: usize) -> u64 {
-    b.get(at..at + 8)
+    b.get(at..at.saturating_add(8))
         .and_then(|s| s.try_into().ok())
         .map_or(0, u64::from_le_bytes)
 }
 
 fn le_u16(b: &[u8], at: usize) -> u16 {
-    b.get(at..at + 2)
+    b.get(at..at.saturating_add(2))
         .and_then(|s| s.try_into().ok())
         .map_or(0, u16::from_le_bytes)
 }
@@ -364,6 +365,20 @@ fn byte(b: &[u8], at: usize) -> u8 {
 }
 
 impl HeaderLayout {
+    /// The header byte whose bits, at the return of a timed call, tell a variant of its
+    /// event (classic: `sameSizeGrow` in `flags`), and those bits.
+    #[must_use]
+    pub fn variant(&self) -> Option<(u64, u64)> {
+        match *self {
+            HeaderLayout::Classic {
+                flags,
+                same_size_flag,
+                ..
+            } => Some((flags as u64, u64::from(same_size_flag))),
+            HeaderLayout::Swiss { .. } => None,
+        }
+    }
+
     /// Reads the map header bytes copied by the eBPF program.
     #[must_use]
     pub fn decode(&self, h: &[u8]) -> MapState {
@@ -693,6 +708,37 @@ mod tests {
         assert_eq!(CLASSIC_HEADER.decode_table(&t), None);
         // Short input reads as zeros rather than panicking.
         assert_eq!(CLASSIC_HEADER.decode(&[1]).count(), 0);
+    }
+
+    #[test]
+    fn offsets_past_the_header_read_as_zeros() {
+        // Found by the event_decode fuzz target: `at + 8` overflowed for offsets near the
+        // top of usize.
+        let far = HeaderLayout::Classic {
+            count: usize::MAX,
+            flags: usize::MAX - 1,
+            b: usize::MAX,
+            noverflow: usize::MAX - 1,
+            oldbuckets: usize::MAX - 7,
+            nevacuate: 48,
+            same_size_flag: 8,
+        };
+        assert_eq!(far.decode(&[0xff; 48]).count(), 0);
+        let far = HeaderLayout::Swiss {
+            used: usize::MAX - 3,
+            dir_len: usize::MAX,
+            global_depth: usize::MAX,
+            table_capacity: usize::MAX - 1,
+            table_growth_left: usize::MAX,
+        };
+        assert_eq!(
+            far.decode_table(&[0xff; 8]),
+            Some(TableState {
+                capacity: 0,
+                growth_left: 0
+            })
+        );
+        assert_eq!(far.decode(&[0xff; 48]).count(), 0);
     }
 
     #[test]

@@ -5,13 +5,15 @@ use std::{num::NonZeroU32, path::Path};
 use anyhow::{Context as _, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
         KProbe, Program, ProgramError, TracePoint, UProbe,
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
     },
 };
-use map_trace_common::{CALLS_ORPHANS, Config, FILTER_KEY, FILTER_MAP};
+use map_trace_common::{
+    CALLS_ORPHANS, Config, FILTER_KEY, FILTER_MAP, LOST_EVENTS, LOST_TOTALS, MapTotals, TotalsKey,
+};
 
 use crate::{
     goruntime::Runtime,
@@ -91,6 +93,10 @@ pub struct Settings {
     pub show_keys: bool,
     /// Run-time minus link-time addresses of the target's executable (PIE; else 0).
     pub load_bias: u64,
+    /// Map operations are counted in the kernel, not sent ([`Counters::totals`]).
+    pub summary_only: bool,
+    /// Bytes of the ring buffer: a power of two, whole pages.
+    pub ring_buffer_size: u32,
 }
 
 /// Attached probes and the maps user space reads.
@@ -103,6 +109,26 @@ pub struct Probes {
 pub struct Counters {
     lost: PerCpuArray<MapData, u64>,
     calls: PerCpuArray<MapData, u64>,
+    totals: PerCpuHashMap<MapData, TotalsKey, MapTotals>,
+}
+
+/// One (map, function)'s totals over all CPUs: sums, the worst, and the newest header.
+fn merge<'a>(per_cpu: impl Iterator<Item = &'a MapTotals>) -> MapTotals {
+    let mut all = MapTotals::ZERO;
+    for t in per_cpu {
+        all.calls += t.calls;
+        all.total_ns += t.total_ns;
+        all.worst_ns = all.worst_ns.max(t.worst_ns);
+        for (sum, n) in all.histogram.iter_mut().zip(t.histogram) {
+            *sum += n;
+        }
+        if t.last_ns > all.last_ns {
+            all.last_ns = t.last_ns;
+            all.header = t.header;
+            all.map_type = t.map_type;
+        }
+    }
+    all
 }
 
 /// Timed calls of one function, as the eBPF programs counted them.
@@ -145,9 +171,13 @@ impl Probes {
             },
             key_hash: settings.key_hash.unwrap_or(0),
             map: settings.map.unwrap_or(0),
+            summary_only: u64::from(settings.summary_only),
+            variant_offset: layout.header.variant().map_or(0, |(offset, _)| offset),
+            variant_mask: layout.header.variant().map_or(0, |(_, mask)| mask),
         };
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
+            .map_max_entries("EVENTS", settings.ring_buffer_size)
             .load(EBPF_OBJECT)
             .context("loading the eBPF programs (does the kernel support BPF ring buffers?)")?;
         let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).context("pid 0")?);
@@ -233,9 +263,12 @@ impl Probes {
                 .with_context(|| format!("{name} missing"))?;
             Ok(PerCpuArray::try_from(map)?)
         };
+        let (lost, calls) = (take("LOST")?, take("CALLS")?);
+        let totals = self.ebpf.take_map("TOTALS").context("TOTALS missing")?;
         Ok(Counters {
-            lost: take("LOST")?,
-            calls: take("CALLS")?,
+            lost,
+            calls,
+            totals: PerCpuHashMap::try_from(totals)?,
         })
     }
 
@@ -284,9 +317,21 @@ impl Counters {
             .sum())
     }
 
-    /// Events lost so far, summed over CPUs.
+    /// Events lost so far, summed over CPUs: ring-buffer records that found no room, and
+    /// `--summary-only` calls that found the totals map full.
     pub fn lost(&self) -> anyhow::Result<u64> {
-        Self::sum(&self.lost, 0)
+        Ok(Self::sum(&self.lost, LOST_EVENTS)? + Self::sum(&self.lost, LOST_TOTALS)?)
+    }
+
+    /// `--summary-only`: every (map, function) the kernel counted, its CPUs' values merged.
+    pub fn totals(&self) -> anyhow::Result<Vec<(TotalsKey, MapTotals)>> {
+        self.totals
+            .iter()
+            .map(|entry| {
+                let (key, per_cpu) = entry.context("reading the kernel's map totals")?;
+                Ok((key, merge(per_cpu.iter())))
+            })
+            .collect()
     }
 
     /// Timed calls of the function at plan index `function`.

@@ -98,6 +98,14 @@ impl Resolver {
         }
     }
 
+    /// The name of the map type whose descriptor is at run-time address `addr`.
+    pub fn type_name(&mut self, addr: u64) -> Option<Arc<str>> {
+        if addr == 0 {
+            return None;
+        }
+        self.map_type(addr).name
+    }
+
     fn caller(&mut self, pc: u64) -> Option<Arc<CallSite>> {
         let (binary, bias) = (&self.binary, self.bias);
         self.callers

@@ -3,9 +3,9 @@
 
 use std::{
     ffi::OsString,
-    io::{self, BufWriter, Write},
+    io::{self, BufWriter, IsTerminal as _, Write},
     os::fd::{AsRawFd, OwnedFd},
-    path::Path,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -23,8 +23,9 @@ use crate::{
     events::{self, Detail, TraceEvent},
     goruntime::{Layout, Runtime},
     output::{
-        self, Exporter,
+        self, Exporter, Status,
         csv::CsvExporter,
+        live::{self, Action, LiveView},
         summary::{self, RunInfo, TimedCalls},
     },
     plan::{self, Plan, Role},
@@ -50,19 +51,7 @@ enum Tracee<'a> {
 
 pub fn run(opts: &TraceOptions) -> anyhow::Result<()> {
     privileges::check()?;
-    // The executable as the kernel should resolve it for uprobes.
-    let (exe, tracee) = match &opts.target {
-        Target::Pid(pid) => {
-            let exe = Process::inspect(*pid)?.exe;
-            let pidfd = process::pidfd(*pid).context("pidfd_open")?;
-            (exe, Tracee::Running { pid: *pid, pidfd })
-        }
-        Target::Command(argv) => {
-            let program = argv.first().context("no command given after --")?;
-            (resolve_command(program)?, Tracee::Command(argv))
-        }
-    };
-
+    let (exe, exe_name, tracee) = resolve_target(opts)?;
     let binary = GoBinary::open(&exe)?;
     let runtime = Runtime::of(&binary)?;
     let plan = plan::plan(&binary, &runtime, &opts.events)?;
@@ -88,21 +77,83 @@ pub fn run(opts: &TraceOptions) -> anyhow::Result<()> {
         }
     };
     let load_bias = process::load_bias(pid, &binary)?;
-    let settings = Settings {
-        key_hash: opts.key_hash,
-        map: opts.map,
-        show_keys: opts.show_keys,
-        load_bias,
+    let job = Job {
+        opts,
+        plan,
+        runtime,
+        exe,
+        exe_name,
+        pid,
+        settings: Settings {
+            key_hash: opts.key_hash,
+            map: opts.map,
+            show_keys: opts.show_keys,
+            load_bias,
+            summary_only: opts.summary_only,
+            ring_buffer_size: opts.ring_buffer_size,
+        },
+        // The live view only on a terminal that nothing else writes to.
+        live_view: !opts.no_tui && !csv_to_stdout && io::stdout().is_terminal(),
     };
     let resolver = Resolver::new(binary, load_bias, opts.show_keys);
+    let (sink, info) = rt.block_on(job.trace(pidfd, child.as_mut(), resolver, exporters))?;
+    if let Some(child) = &child {
+        child.reap();
+    }
+    sink.finish(&info, csv_to_stdout)
+}
 
-    let (sink, info) = rt.block_on(async {
+/// The executable as the kernel should resolve it for uprobes, its name for people, and
+/// the process to trace.
+fn resolve_target(opts: &TraceOptions) -> anyhow::Result<(PathBuf, PathBuf, Tracee<'_>)> {
+    Ok(match &opts.target {
+        Target::Pid(pid) => {
+            let process = Process::inspect(*pid)?;
+            let pidfd = process::pidfd(*pid).context("pidfd_open")?;
+            (
+                process.exe,
+                process.exe_name,
+                Tracee::Running { pid: *pid, pidfd },
+            )
+        }
+        Target::Command(argv) => {
+            let program = argv.first().context("no command given after --")?;
+            let exe = resolve_command(program)?;
+            (exe.clone(), exe, Tracee::Command(argv))
+        }
+    })
+}
+
+/// Everything decided before the probes go in.
+struct Job<'a> {
+    opts: &'a TraceOptions,
+    plan: Plan,
+    runtime: Runtime,
+    exe: PathBuf,
+    exe_name: PathBuf,
+    pid: u32,
+    settings: Settings,
+    live_view: bool,
+}
+
+impl Job<'_> {
+    /// Attaches, lets a started command run, streams until the end, then detaches and
+    /// drains.
+    async fn trace(
+        &self,
+        pidfd: OwnedFd,
+        child: Option<&mut HeldChild>,
+        resolver: Resolver,
+        exporters: Vec<Box<dyn Exporter>>,
+    ) -> anyhow::Result<(Sink, RunInfo)> {
+        let (opts, pid, runtime) = (self.opts, self.pid, &self.runtime);
         let mut ends = Ends::new(opts)?;
         let madvise = opts
             .events
             .contains(EventKind::Madvise)
             .then(|| MadvisePath::detect(Path::new("/sys")));
-        let mut probes = Probes::attach(&plan, &runtime, &exe, pid, madvise, &settings)?;
+        let mut probes =
+            Probes::attach(&self.plan, runtime, &self.exe, pid, madvise, &self.settings)?;
         let ring = probes.take_events()?;
         let counters = probes.take_counters()?;
         let via = madvise
@@ -115,47 +166,67 @@ pub fn run(opts: &TraceOptions) -> anyhow::Result<()> {
             runtime.flavour
         );
         let rss = opts.events.contains(EventKind::Rss);
+        let live = if self.live_view {
+            let header = live::Header {
+                pid,
+                binary: self.exe_name.display().to_string(),
+                go_version: runtime.version.raw.clone(),
+                flavour: runtime.flavour,
+                probes: probes.attached(),
+                madvise: madvise.map(MadvisePath::name),
+            };
+            Some(LiveView::start(header).context("starting the live view")?)
+        } else {
+            None
+        };
         let mut sink = Sink {
             layout: runtime.layout,
             resolver,
             agg: Aggregate::default(),
             exporters,
+            live,
+            counters,
+            started: Instant::now(),
+            summary_only: opts.summary_only,
         };
-        match &mut child {
+        match child {
             Some(child) => child.release()?,
             // A running target has its starting RSS now; a command's is taken at the first
             // tick, once it runs its own program.
             None if rss => sink.rss_sample(pid)?,
             None => {}
         }
-        let started = Instant::now();
         let mut ring = watch(ring).context("watching the ring buffer")?;
-        ends.wait(&mut ring, pidfd, &mut sink, rss.then_some(pid))
-            .await?;
+        ends.wait(&mut ring, pidfd, &mut sink, pid, rss).await?;
         if rss {
             sink.rss_sample(pid)?;
         }
         let attached = probes.attached();
         // The traced window; removing probes afterwards takes the kernel ~0.1 s each.
-        let elapsed = started.elapsed();
+        let elapsed = sink.started.elapsed();
+        // The screen goes back to the terminal before the slow part, which it announces.
+        if sink.live.take().is_some() {
+            eprintln!("stopping: removing {attached} probes");
+        }
         // Nothing new can arrive once the probes are gone; then take what is left.
         probes.detach()?;
         sink.drain(ring.get_mut(), usize::MAX)?;
+        sink.read_kernel_totals()?;
+        let status = sink.status()?;
+        for exporter in &mut sink.exporters {
+            exporter.status(&status)?;
+        }
         let info = RunInfo {
             pid,
             go_version: runtime.version.raw.clone(),
             flavour: runtime.flavour,
             probes: attached,
             elapsed,
-            lost: counters.lost()?,
-            calls: timed_calls(&plan, &counters, opts.verbose)?,
+            lost: status.lost,
+            calls: timed_calls(&self.plan, &sink.counters, opts.verbose)?,
         };
-        anyhow::Ok((sink, info))
-    })?;
-    if let Some(child) = &child {
-        child.reap();
+        Ok((sink, info))
     }
-    sink.finish(&info, csv_to_stdout)
 }
 
 fn describe_plan(plan: &Plan) {
@@ -171,20 +242,37 @@ fn describe_plan(plan: &Plan) {
 }
 
 fn open_exporters(opts: &TraceOptions) -> anyhow::Result<Vec<Box<dyn Exporter>>> {
+    use output::{json::JsonExporter, perfetto::PerfettoExporter, prometheus::PrometheusExporter};
+    let create = |path: &Path, holds_keys: bool, what: &str| {
+        output::create_file(path, holds_keys)
+            .map(BufWriter::new)
+            .with_context(|| {
+                format!(
+                    "cannot write {what} to {}: give a writable path",
+                    path.display()
+                )
+            })
+    };
     let mut exporters: Vec<Box<dyn Exporter>> = Vec::new();
     if let Some(path) = &opts.csv {
         let out: Box<dyn Write> = if path == Path::new("-") {
             Box::new(BufWriter::new(io::stdout()))
         } else {
-            let file = output::create_file(path, opts.show_keys).with_context(|| {
-                format!(
-                    "cannot write CSV to {}: give a writable path",
-                    path.display()
-                )
-            })?;
-            Box::new(BufWriter::new(file))
+            Box::new(create(path, opts.show_keys, "CSV")?)
         };
         exporters.push(Box::new(CsvExporter::new(out, opts.show_keys)?));
+    }
+    if let Some(path) = &opts.json {
+        let out = create(path, opts.show_keys, "JSON")?;
+        exporters.push(Box::new(JsonExporter::new(out, opts.show_keys)));
+    }
+    if let Some(path) = &opts.perfetto {
+        // No keys in the trace: names, sizes and times only.
+        let out = create(path, false, "the Perfetto trace")?;
+        exporters.push(Box::new(PerfettoExporter::new(out)?));
+    }
+    if let Some(addr) = opts.prometheus {
+        exporters.push(Box::new(PrometheusExporter::bind(addr)?));
     }
     Ok(exporters)
 }
@@ -213,16 +301,20 @@ impl Ends {
         })
     }
 
-    /// Streams events until the target exits, a signal arrives or the duration is over;
-    /// samples `rss_of`'s resident memory on the way.
+    /// Streams events until the target exits or execs another program, a signal arrives
+    /// or the duration is over; samples the target's resident memory on the way if `rss`.
     async fn wait(
         &mut self,
         ring: &mut AsyncFd<RingBuf<MapData>>,
         pidfd: OwnedFd,
         sink: &mut Sink,
-        rss_of: Option<u32>,
+        pid: u32,
+        rss: bool,
     ) -> anyhow::Result<()> {
+        let rss_of = rss.then_some(pid);
         let exited = watch(pidfd).context("watching the target")?;
+        // The probes sit in this file: once the process runs another, nothing more comes.
+        let traced = process::executable(pid);
         let deadline = tokio::time::sleep(self.duration.unwrap_or(Duration::MAX));
         tokio::pin!(deadline);
         // A started command's first sample comes as soon as it runs its own program.
@@ -233,6 +325,7 @@ impl Ends {
         };
         let start = tokio::time::Instant::now() + first.min(self.rss_interval);
         let mut rss_tick = tokio::time::interval_at(start, self.rss_interval);
+        let mut refresh = tokio::time::interval(REFRESH);
         loop {
             tokio::select! {
                 guard = ring.readable_mut() => {
@@ -250,6 +343,16 @@ impl Ends {
                 _ = rss_tick.tick(), if rss_of.is_some() => {
                     if let Some(pid) = rss_of {
                         sink.rss_sample(pid)?;
+                    }
+                }
+                _ = refresh.tick() => {
+                    if sink.refresh()? == Action::Quit {
+                        return Ok(());
+                    }
+                    if let Some(now) = process::executable(pid).filter(|now| Some(now) != traced.as_ref()) {
+                        sink.live = None;
+                        eprintln!("pid {pid} left the traced binary: it now runs {}", now.path.display());
+                        return Ok(());
                     }
                 }
                 _ = exited.readable() => return Ok(()),
@@ -271,15 +374,65 @@ fn watch<T: AsRawFd>(inner: T) -> io::Result<AsyncFd<T>> {
 /// At most this many records are handled per wake-up before the loop looks at the rest.
 const BATCH: usize = 4096;
 
+/// How often the live view redraws and exporters hear the run's status.
+const REFRESH: Duration = Duration::from_millis(250);
+
 /// Where decoded events go.
 struct Sink {
     layout: &'static Layout,
     resolver: Resolver,
     agg: Aggregate,
     exporters: Vec<Box<dyn Exporter>>,
+    live: Option<LiveView>,
+    counters: Counters,
+    /// When the probes were in place.
+    started: Instant,
+    /// Map operations are counted in the kernel and read from there.
+    summary_only: bool,
 }
 
 impl Sink {
+    fn status(&self) -> anyhow::Result<Status> {
+        Ok(Status {
+            elapsed: self.started.elapsed(),
+            events: self.agg.events + self.agg.kernel_calls.unwrap_or(0),
+            lost: self.counters.lost()?,
+        })
+    }
+
+    /// `--summary-only`: takes the kernel's per-map totals into the aggregate.
+    fn read_kernel_totals(&mut self) -> anyhow::Result<()> {
+        if !self.summary_only {
+            return Ok(());
+        }
+        let mut calls = Vec::new();
+        for (key, totals) in self.counters.totals()? {
+            if let Some(mut c) = events::decode_totals(&key, &totals, self.layout) {
+                c.map_type = self.resolver.type_name(totals.map_type);
+                calls.push(c);
+            }
+        }
+        self.agg.set_kernel_calls(&calls);
+        Ok(())
+    }
+
+    /// The periodic update: exporters hear the status, the live view redraws and reads
+    /// its keys.
+    fn refresh(&mut self) -> anyhow::Result<Action> {
+        self.read_kernel_totals()?;
+        let status = self.status()?;
+        for exporter in &mut self.exporters {
+            exporter.status(&status)?;
+        }
+        let Some(live) = &mut self.live else {
+            return Ok(Action::Continue);
+        };
+        live.tick(&self.agg, &status)
+            .context("drawing the live view")?;
+        live.keys(&self.agg, &status)
+            .context("reading the keyboard")
+    }
+
     /// Hands up to `limit` records now in the ring buffer to the aggregate and the
     /// exporters; true when it emptied the buffer.
     fn drain(&mut self, ring: &mut RingBuf<MapData>, limit: usize) -> anyhow::Result<bool> {
@@ -312,8 +465,13 @@ impl Sink {
 
     fn record(&mut self, event: &TraceEvent) -> anyhow::Result<()> {
         self.agg.record(event);
+        let events = self.agg.events;
         for exporter in &mut self.exporters {
-            exporter.event(event)?;
+            exporter.event(event).with_context(|| {
+                format!(
+                    "tracing stopped at event {events}, probes removed; the files hold the events written before it"
+                )
+            })?;
         }
         Ok(())
     }

@@ -401,10 +401,26 @@ impl Program {
         self.child.id()
     }
 
-    /// Lets the program go on (it waits for a line on stdin).
+    /// Lets the program go on (it waits for a line on stdin), and closes its stdin.
     pub fn proceed(&mut self) {
-        let mut stdin = self.stdin.take().expect("stdin");
+        self.step();
+        self.stdin = None;
+    }
+
+    /// Lets the program go on, keeping its stdin open for it to wait again.
+    pub fn step(&mut self) {
+        let stdin = self.stdin.as_mut().expect("stdin");
         stdin.write_all(b"go\n").expect("write to program");
+    }
+
+    /// The next line the program prints, without its newline.
+    #[must_use]
+    pub fn read_line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout
+            .read_line(&mut line)
+            .expect("read program output");
+        line.trim_end().to_owned()
     }
 
     /// Waits for exit (bounded) and returns the status and the rest of its stdout.

@@ -24,12 +24,16 @@ const BPF_LINKER: &str = "0.13.0";
 pub const GO_VERSIONS: [&str; 7] = [
     "1.21.13", "1.22.10", "1.23.9", "1.24.11", "1.25.5", "1.26.6", "1.27.3",
 ];
-/// Commands the tests use, and the Debian packages that have them.
-/// (gcc: the cgo builds; unshare: the mount-namespace test.)
-const DEBIAN_PACKAGES: [(&str, &str); 3] = [
+/// Commands the tests and the bench use, and the Debian packages that have them.
+/// (gcc: the cgo builds; unshare: the mount-namespace test; tmux: the live-view test;
+/// bpftrace and perf: the bench's reference tracers.)
+const DEBIAN_PACKAGES: [(&str, &str); 6] = [
     ("strace", "strace"),
     ("gcc", "gcc"),
     ("unshare", "util-linux"),
+    ("tmux", "tmux"),
+    ("bpftrace", "bpftrace"),
+    ("perf", "linux-perf"),
 ];
 
 /// The Go release the demo program is built with.

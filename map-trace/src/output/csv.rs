@@ -4,34 +4,10 @@ use std::io::Write;
 
 use anyhow::Context as _;
 
-use super::Exporter;
+use super::{Exporter, record::Record};
 use crate::events::TraceEvent;
 
-/// The contract's 13 columns, then `result` (madvise's return value), `caller` (the Go
-/// function that called the runtime), `caller_line` (its `file:line`) and `type` (the map's
-/// Go type); `--show-keys` adds `key` last.
-pub const HEADER: [&str; 17] = [
-    "time_ns",
-    "event",
-    "pid",
-    "tid",
-    "goid",
-    "map",
-    "key_hash",
-    "count",
-    "detail",
-    "duration_ns",
-    "addr",
-    "len",
-    "advice",
-    "result",
-    "caller",
-    "caller_line",
-    "type",
-];
-
-/// The column `--show-keys` adds.
-pub const KEY_COLUMN: &str = "key";
+pub use super::record::{HEADER, KEY_COLUMN};
 
 pub struct CsvExporter<W: Write> {
     writer: csv::Writer<W>,
@@ -41,7 +17,11 @@ pub struct CsvExporter<W: Write> {
 impl<W: Write> CsvExporter<W> {
     /// Writes the header at once, so a bad destination fails before anything is attached.
     pub fn new(out: W, show_keys: bool) -> anyhow::Result<Self> {
-        let mut writer = csv::WriterBuilder::new().from_writer(out);
+        // The header is written here, not by serde at the first row: a run without events
+        // still gets it.
+        let mut writer = csv::WriterBuilder::new()
+            .has_headers(false)
+            .from_writer(out);
         let mut header = HEADER.to_vec();
         if show_keys {
             header.push(KEY_COLUMN);
@@ -54,43 +34,11 @@ impl<W: Write> CsvExporter<W> {
     }
 }
 
-fn row(e: &TraceEvent) -> [String; 17] {
-    fn opt<T: ToString>(v: Option<T>) -> String {
-        v.map(|v| v.to_string()).unwrap_or_default()
-    }
-    let m = e.madvise;
-    [
-        e.time_ns.to_string(),
-        e.kind.name().to_owned(),
-        e.pid.to_string(),
-        opt((e.tid != 0).then_some(e.tid)),
-        opt(e.goid),
-        opt(e.map.map(|m| format!("{m:#x}"))),
-        opt(e.key_hash.map(|h| format!("{h:016x}"))),
-        opt(e.count()),
-        opt(e.detail),
-        opt(e.duration_ns),
-        opt(m.map(|m| format!("{:#x}", m.addr))),
-        opt(m.map(|m| m.len).or(e.rss_bytes)),
-        opt(m.map(|m| m.advice_text())),
-        opt(m.map(|m| m.result)),
-        opt(e.caller.as_ref().map(|c| &c.function)),
-        opt(e.caller.as_ref().map(|c| c.location())),
-        opt(e.map_type.as_deref()),
-    ]
-}
-
 impl<W: Write> Exporter for CsvExporter<W> {
     fn event(&mut self, event: &TraceEvent) -> anyhow::Result<()> {
-        let row = row(event);
-        if self.show_keys {
-            let key = event.key.as_deref().unwrap_or_default();
-            self.writer
-                .write_record(row.iter().map(String::as_str).chain([key]))
-        } else {
-            self.writer.write_record(row)
-        }
-        .context("writing CSV")
+        self.writer
+            .serialize(Record::new(event, self.show_keys))
+            .context("writing CSV")
     }
 
     fn finish(&mut self) -> anyhow::Result<()> {

@@ -2,11 +2,23 @@
 //! is rendered from the aggregate.
 
 pub mod csv;
+pub mod json;
+pub mod live;
+pub mod perfetto;
+pub mod prometheus;
+pub mod record;
 pub mod summary;
 
 use std::{fs::File, io, path::Path, time::Duration};
 
 use crate::events::TraceEvent;
+
+/// Bytes as MiB with one decimal, for people.
+pub(crate) fn mib(bytes: u64) -> String {
+    #[expect(clippy::cast_precision_loss, reason = "display only")]
+    let mib = bytes as f64 / f64::from(1_u32 << 20);
+    format!("{mib:.1} MiB")
+}
 
 /// Creates (or truncates) an export file; one that will hold keys is readable by its owner
 /// only (0600), whether new or already there.

@@ -2,8 +2,9 @@
 
 use std::{fmt::Write as _, time::Duration};
 
+use super::mib;
 use crate::{
-    aggregate::{Aggregate, MapStats, Timing},
+    aggregate::{Aggregate, MapStats, SWISS_GROUP_SLOTS, Timing},
     goruntime::{Flavour, MapState},
 };
 
@@ -35,12 +36,6 @@ fn ms(ns: u64) -> String {
     format!("{ms:.3} ms")
 }
 
-fn mib(bytes: u64) -> String {
-    #[expect(clippy::cast_precision_loss, reason = "display only")]
-    let mib = bytes as f64 / f64::from(1_u32 << 20);
-    format!("{mib:.1} MiB")
-}
-
 fn timing(what: &str, t: &Timing) -> String {
     format!(
         "{what} {}, total {}, worst {}",
@@ -52,49 +47,38 @@ fn timing(what: &str, t: &Timing) -> String {
 
 /// The map's shape at its last event: buckets or tables, load, growth in progress.
 fn shape(m: &MapStats) -> Option<String> {
-    #[expect(clippy::cast_precision_loss, reason = "display only")]
-    let load = |count: u64, slots: u64| format!("load {:.2}", count as f64 / slots as f64);
-    Some(match m.last_state? {
-        MapState::Classic {
-            count,
-            b,
-            noverflow,
-            growing,
-            same_size,
-            nevacuate,
-        } => {
-            let buckets = 1_u64 << b.min(63);
-            let mut s = format!(
-                "2^{b} buckets, {} per bucket, {noverflow} overflow buckets",
-                load(count, buckets)
-            );
-            if growing {
-                let old = if same_size { buckets } else { buckets / 2 };
-                let _ = write!(
-                    s,
-                    "; growth in progress: {nevacuate}/{old} old buckets evacuated"
-                );
-            }
-            s
-        }
+    let load = m.load().map(|l| format!("load {l:.2}"));
+    let mut s = match m.last_state? {
+        MapState::Classic { b, noverflow, .. } => format!(
+            "2^{b} buckets, {} per bucket, {noverflow} overflow buckets",
+            load.unwrap_or_default()
+        ),
+        MapState::Swiss { tables: 0, .. } => format!(
+            "small (one group of {SWISS_GROUP_SLOTS}), {}",
+            load.unwrap_or_default()
+        ),
         MapState::Swiss {
-            used, tables: 0, ..
-        } => format!("small (one group of 8), {}", load(used, 8)),
-        MapState::Swiss {
-            used,
             tables,
             global_depth,
+            ..
         } => {
             let mut s = format!("{tables} table(s), global depth {global_depth}");
             if let Some(cap) = m.table_capacity {
                 let _ = write!(s, ", last table capacity {cap}");
-                if tables == 1 {
-                    let _ = write!(s, ", {}", load(used, u64::from(cap)));
-                }
+            }
+            if let Some(load) = load {
+                let _ = write!(s, ", {load}");
             }
             s
         }
-    })
+    };
+    if let Some((done, old)) = m.evacuation() {
+        let _ = write!(
+            s,
+            "; growth in progress: {done}/{old} old buckets evacuated"
+        );
+    }
+    Some(s)
 }
 
 /// Call sites listed per map and ranking.
@@ -125,16 +109,17 @@ fn origins(m: &MapStats) -> Vec<String> {
     lines
 }
 
-fn growth(m: &MapStats) -> Option<String> {
+/// Grows and evacuations with their times; `in_gc`: whether grows during GC are known
+/// (not when counted in the kernel).
+fn growth(m: &MapStats, in_gc: bool) -> Option<String> {
     let mut parts = Vec::new();
     if m.grow_count() > 0 {
         let kinds: Vec<String> = m.grows.iter().map(|(k, n)| format!("{k} {n}")).collect();
-        parts.push(format!(
-            "{} ({}), {} during GC",
-            timing("grows", &m.grow_time),
-            kinds.join(", "),
-            m.grows_in_gc
-        ));
+        let mut grows = format!("{} ({})", timing("grows", &m.grow_time), kinds.join(", "));
+        if in_gc {
+            let _ = write!(grows, ", {} during GC", m.grows_in_gc);
+        }
+        parts.push(grows);
     }
     if m.evacuate_time.count > 0 {
         parts.push(timing("evacuations", &m.evacuate_time));
@@ -142,19 +127,49 @@ fn growth(m: &MapStats) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("; "))
 }
 
+/// The grow-time histogram's non-empty buckets, by upper bound.
+fn grow_times(m: &MapStats) -> Option<String> {
+    let buckets: Vec<String> = m
+        .grow_time
+        .histogram
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n > 0)
+        .map(|(i, n)| format!("<{} {n}", bound(i)))
+        .collect();
+    (!buckets.is_empty()).then(|| format!("grow times: {}", buckets.join(", ")))
+}
+
+/// The upper bound of histogram bucket `i` (`2^i` ns), readable.
+fn bound(i: usize) -> String {
+    let ns = 1_u64 << i.min(63);
+    #[expect(clippy::cast_precision_loss, reason = "display only")]
+    let f = ns as f64;
+    match ns {
+        0..1_000 => format!("{ns}ns"),
+        1_000..1_000_000 => format!("{:.0}µs", f / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.0}ms", f / 1e6),
+        _ => format!("{:.1}s", f / 1e9),
+    }
+}
+
 #[must_use]
 pub fn render(agg: &Aggregate, run: &RunInfo) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "map-trace: pid {} ({}, {} maps), {} probes, {:.1} s, {} events",
+        "map-trace: pid {} ({}, {} maps), {} probes, {:.1} s, {} events{}",
         run.pid,
         run.go_version,
         run.flavour,
         run.probes,
         run.elapsed.as_secs_f64(),
-        agg.events
+        agg.events,
+        agg.kernel_calls
+            .map(|n| format!(", {n} map calls counted in the kernel (--summary-only)"))
+            .unwrap_or_default()
     );
+    let in_gc = agg.kernel_calls.is_none();
     let _ = writeln!(
         s,
         "{:<18} {:<8} {:>10} {:>10} {:>8} {:>10} {:>6} {:>8}",
@@ -176,9 +191,11 @@ pub fn render(agg: &Aggregate, run: &RunInfo) -> String {
             m.grow_count(),
             m.evacuate_time.count
         );
-        let lines = origins(m)
-            .into_iter()
-            .chain([shape(m), growth(m)].into_iter().flatten());
+        let lines = origins(m).into_iter().chain(
+            [shape(m), growth(m, in_gc), grow_times(m)]
+                .into_iter()
+                .flatten(),
+        );
         for line in lines {
             let _ = writeln!(s, "    {line}");
         }
@@ -195,7 +212,7 @@ pub fn render(agg: &Aggregate, run: &RunInfo) -> String {
         t.grow_count(),
         t.evacuate_time.count
     );
-    if let Some(g) = growth(&t) {
+    if let Some(g) = growth(&t, in_gc) {
         let _ = writeln!(s, "    {g}");
     }
     let c = run.calls;
@@ -204,6 +221,13 @@ pub fn render(agg: &Aggregate, run: &RunInfo) -> String {
         "timed calls: {} entered, {} returned, {} returns without entry",
         c.entered, c.returned, c.orphans
     );
+    memory(&mut s, agg);
+    let _ = writeln!(s, "lost events: {}", run.lost);
+    s
+}
+
+/// GC cycles, madvise and RSS.
+fn memory(s: &mut String, agg: &Aggregate) {
     let gc = agg.gc;
     let _ = writeln!(
         s,
@@ -241,8 +265,6 @@ pub fn render(agg: &Aggregate, run: &RunInfo) -> String {
             mib(r.last)
         );
     }
-    let _ = writeln!(s, "lost events: {}", run.lost);
-    s
 }
 
 #[cfg(test)]

@@ -94,6 +94,33 @@ pub fn resident_memory(pid: u32) -> Vec<(&'static str, u64)> {
         .collect()
 }
 
+/// The file a process runs, by identity: exec changes it.
+#[derive(Clone, Debug)]
+pub struct Executable {
+    pub dev: u64,
+    pub ino: u64,
+    /// Where it is (or was), for messages.
+    pub path: PathBuf,
+}
+
+impl PartialEq for Executable {
+    fn eq(&self, other: &Self) -> bool {
+        (self.dev, self.ino) == (other.dev, other.ino)
+    }
+}
+
+/// What `pid` runs now; `None` once it is gone (or has no executable, as a zombie).
+#[must_use]
+pub fn executable(pid: u32) -> Option<Executable> {
+    let exe = format!("/proc/{pid}/exe");
+    let meta = fs::metadata(&exe).ok()?;
+    Some(Executable {
+        dev: meta.dev(),
+        ino: meta.ino(),
+        path: fs::read_link(&exe).ok()?,
+    })
+}
+
 /// Where the kernel loaded `binary` in process `pid`: run-time minus link-time addresses.
 /// 0 for fixed-address executables; for PIE, found in `/proc/PID/maps` by the executable's
 /// device and inode (its path there may be a deleted file or one in another mount

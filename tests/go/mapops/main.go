@@ -101,7 +101,9 @@ func main() {
 	n := flag.Int("n", 3000, "distinct keys per map")
 	wait := flag.Bool("wait", false, "print ready, then wait for a line on stdin before operating")
 	out := flag.String("out", "", "write the JSON report here")
+	hold := flag.Bool("hold", false, "after the report, print held, then wait for a line on stdin before exiting")
 	flag.Parse()
+	stdin := bufio.NewReader(os.Stdin)
 
 	strMap = make(map[string]int)
 	i64Map = make(map[int64]int)
@@ -119,10 +121,10 @@ func main() {
 		{Name: "pointer", Addr: addr(unsafe.Pointer(&ptrMap))},
 		{Name: "array16", Addr: addr(unsafe.Pointer(&arrMap))},
 	}
-		if *wait {
+	if *wait {
 		// The string map's header address rides on the ready line, for --map.
 		fmt.Println("ready", ts[0].Addr)
-		bufio.NewReader(os.Stdin).ReadString('\n')
+		stdin.ReadString('\n')
 	}
 
 	// One operation per map kind: assign, delete, clear.
@@ -206,5 +208,10 @@ func main() {
 		}
 	} else {
 		fmt.Println(string(report))
+	}
+	if *hold {
+		// Still running, its work done: the tests read what map-trace serves meanwhile.
+		fmt.Println("held")
+		stdin.ReadString('\n')
 	}
 }

@@ -1,0 +1,692 @@
+//! The live terminal view, shown while tracing when standard output is a terminal: a header
+//! about the run, a table of maps sorted by activity, and charts of events/s, RSS and madvise
+//! over time with GC cycles marked. Redrawn about four times a second from the aggregate.
+//!
+//! Keys: `q` (or Ctrl-C) quits, `s` cycles the sort, `/` filters by address or type, arrows
+//! and page keys scroll. `NO_COLOR` turns colours off.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    io,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use ratatui::{
+    DefaultTerminal, Frame,
+    crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers},
+    layout::{Constraint, Layout, Rect},
+    style::{Color, Modifier, Style},
+    text::{Line, Span},
+    widgets::{Block, Cell, Paragraph, Row, Sparkline, Table},
+};
+
+use super::{Status, mib};
+use crate::{
+    aggregate::{Aggregate, MapStats},
+    goruntime::{Flavour, MapState},
+};
+
+/// What the header says about the run; fixed once attached.
+#[derive(Clone, Debug)]
+pub struct Header {
+    pub pid: u32,
+    pub binary: String,
+    pub go_version: String,
+    pub flavour: Flavour,
+    pub probes: usize,
+    /// `kprobe` or `tracepoint`; `None` when madvise is not traced.
+    pub madvise: Option<&'static str>,
+}
+
+/// How the map table is ordered; `s` cycles through them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sort {
+    /// Assigns and deletes per second, then all operations.
+    Activity,
+    Grows,
+    WorstGrow,
+    Count,
+    Address,
+}
+
+impl Sort {
+    fn next(self) -> Self {
+        match self {
+            Sort::Activity => Sort::Grows,
+            Sort::Grows => Sort::WorstGrow,
+            Sort::WorstGrow => Sort::Count,
+            Sort::Count => Sort::Address,
+            Sort::Address => Sort::Activity,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Sort::Activity => "activity",
+            Sort::Grows => "grows",
+            Sort::WorstGrow => "worst grow",
+            Sort::Count => "count",
+            Sort::Address => "address",
+        }
+    }
+}
+
+/// The run's totals at one redraw, kept for rates and charts.
+#[derive(Debug)]
+struct Sample {
+    at: Instant,
+    events: u64,
+    /// Per map: assigns and deletes so far.
+    ops: HashMap<u64, (u64, u64)>,
+    rss: Option<u64>,
+    given_back: u64,
+    gc_starts: u64,
+}
+
+/// Redraws kept: a minute at four a second.
+const HISTORY: usize = 240;
+/// Rates are taken over about this long.
+const RATE_WINDOW: Duration = Duration::from_secs(1);
+
+/// What a key asks of the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Continue,
+    Quit,
+}
+
+/// The table's state that keys change.
+#[derive(Debug)]
+struct Controls {
+    sort: Sort,
+    /// Rows whose address or type contains this.
+    filter: String,
+    /// While `/` is being typed: the text so far.
+    editing: Option<String>,
+    /// First row shown.
+    scroll: usize,
+}
+
+impl Controls {
+    fn new() -> Self {
+        Self {
+            sort: Sort::Activity,
+            filter: String::new(),
+            editing: None,
+            scroll: 0,
+        }
+    }
+
+    fn key(&mut self, key: KeyEvent) -> Action {
+        if key.kind == KeyEventKind::Release {
+            return Action::Continue;
+        }
+        // Raw mode turns Ctrl-C into a key: it means what SIGINT would.
+        if key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL) {
+            return Action::Quit;
+        }
+        if let Some(text) = &mut self.editing {
+            match key.code {
+                KeyCode::Char(c) => text.push(c),
+                KeyCode::Backspace => {
+                    text.pop();
+                }
+                KeyCode::Enter => {
+                    self.filter = std::mem::take(text).to_lowercase();
+                    self.editing = None;
+                    self.scroll = 0;
+                }
+                KeyCode::Esc => self.editing = None,
+                _ => {}
+            }
+            return Action::Continue;
+        }
+        match key.code {
+            KeyCode::Char('q') => return Action::Quit,
+            KeyCode::Char('s') => self.sort = self.sort.next(),
+            KeyCode::Char('/') => self.editing = Some(self.filter.clone()),
+            KeyCode::Esc => self.filter.clear(),
+            KeyCode::Up => self.scroll = self.scroll.saturating_sub(1),
+            KeyCode::Down => self.scroll = self.scroll.saturating_add(1),
+            KeyCode::PageUp => self.scroll = self.scroll.saturating_sub(10),
+            KeyCode::PageDown => self.scroll = self.scroll.saturating_add(10),
+            KeyCode::Home => self.scroll = 0,
+            _ => {}
+        }
+        Action::Continue
+    }
+
+    fn shows(&self, addr: u64, m: &MapStats) -> bool {
+        self.filter.is_empty()
+            || format!("{addr:#x}").contains(&self.filter)
+            || m.map_type
+                .as_deref()
+                .is_some_and(|t| t.to_lowercase().contains(&self.filter))
+    }
+}
+
+/// The live view on the terminal; the terminal is restored when it is dropped.
+pub struct LiveView {
+    terminal: DefaultTerminal,
+    header: Header,
+    controls: Controls,
+    samples: VecDeque<Sample>,
+    color: bool,
+}
+
+impl LiveView {
+    /// Takes over the terminal (raw mode, alternate screen).
+    pub fn start(header: Header) -> io::Result<Self> {
+        let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        Ok(Self {
+            terminal: ratatui::try_init()?,
+            header,
+            controls: Controls::new(),
+            samples: VecDeque::with_capacity(HISTORY + 1),
+            color,
+        })
+    }
+
+    /// Handles every key pressed since the last call (and resizes, by redrawing).
+    pub fn keys(&mut self, agg: &Aggregate, status: &Status) -> io::Result<Action> {
+        let mut redraw = false;
+        while event::poll(Duration::ZERO)? {
+            match event::read()? {
+                Event::Key(key) => {
+                    if self.controls.key(key) == Action::Quit {
+                        return Ok(Action::Quit);
+                    }
+                    redraw = true;
+                }
+                Event::Resize(..) => redraw = true,
+                _ => {}
+            }
+        }
+        if redraw {
+            self.render(agg, status)?;
+        }
+        Ok(Action::Continue)
+    }
+
+    /// Takes a sample of the run and redraws.
+    pub fn tick(&mut self, agg: &Aggregate, status: &Status) -> io::Result<()> {
+        self.samples.push_back(Sample {
+            at: Instant::now(),
+            events: status.events,
+            ops: agg
+                .maps
+                .iter()
+                .map(|(a, m)| (*a, (m.assigns, m.deletes)))
+                .collect(),
+            rss: agg.rss.get("VmRSS").map(|r| r.last),
+            given_back: agg.given_back,
+            gc_starts: agg.gc.starts,
+        });
+        if self.samples.len() > HISTORY {
+            self.samples.pop_front();
+        }
+        self.render(agg, status)
+    }
+
+    fn render(&mut self, agg: &Aggregate, status: &Status) -> io::Result<()> {
+        let view = View {
+            header: &self.header,
+            controls: &self.controls,
+            samples: &self.samples,
+            color: self.color,
+        };
+        self.terminal.draw(|frame| view.draw(frame, agg, status))?;
+        Ok(())
+    }
+}
+
+impl Drop for LiveView {
+    fn drop(&mut self) {
+        let _ = ratatui::try_restore();
+    }
+}
+
+/// One redraw's inputs.
+struct View<'a> {
+    header: &'a Header,
+    controls: &'a Controls,
+    samples: &'a VecDeque<Sample>,
+    color: bool,
+}
+
+impl View<'_> {
+    fn style(&self, color: Color) -> Style {
+        if self.color {
+            Style::new().fg(color)
+        } else {
+            Style::new()
+        }
+    }
+
+    /// The sample about [`RATE_WINDOW`] before the newest, and the newest.
+    fn window(&self) -> Option<(&Sample, &Sample)> {
+        let now = self.samples.back()?;
+        let then = self
+            .samples
+            .iter()
+            .rev()
+            .find(|s| now.at.duration_since(s.at) >= RATE_WINDOW)
+            .or_else(|| self.samples.front())?;
+        Some((then, now))
+    }
+
+    /// Per-second rate of `f` over the window.
+    fn rate(&self, f: impl Fn(&Sample) -> u64) -> f64 {
+        let Some((then, now)) = self.window() else {
+            return 0.0;
+        };
+        let secs = now.at.duration_since(then.at).as_secs_f64();
+        if secs <= 0.0 {
+            return 0.0;
+        }
+        #[expect(clippy::cast_precision_loss, reason = "a rate for display")]
+        let delta = f(now).saturating_sub(f(then)) as f64;
+        delta / secs
+    }
+
+    fn map_rates(&self, addr: u64) -> (f64, f64) {
+        let ops = |s: &Sample| s.ops.get(&addr).copied().unwrap_or_default();
+        (self.rate(|s| ops(s).0), self.rate(|s| ops(s).1))
+    }
+
+    fn draw(&self, frame: &mut Frame, agg: &Aggregate, status: &Status) {
+        let [head, table, charts, foot] = Layout::vertical([
+            Constraint::Length(4),
+            Constraint::Min(4),
+            Constraint::Length(7),
+            Constraint::Length(1),
+        ])
+        .areas(frame.area());
+        self.draw_header(frame, head, status);
+        self.draw_table(frame, table, agg);
+        self.draw_charts(frame, charts, agg);
+        self.draw_footer(frame, foot);
+    }
+
+    fn draw_header(&self, frame: &mut Frame, area: Rect, status: &Status) {
+        let h = self.header;
+        let binary = Path::new(&h.binary)
+            .file_name()
+            .map_or(h.binary.clone(), |n| n.to_string_lossy().into_owned());
+        let madvise = h.madvise.map_or_else(
+            || "madvise not traced".to_owned(),
+            |m| format!("madvise via {m}"),
+        );
+        let lost_style = if status.lost > 0 {
+            self.style(Color::Red).add_modifier(Modifier::BOLD)
+        } else {
+            Style::new()
+        };
+        let lines = vec![
+            Line::from(format!(
+                "pid {}  {binary}  {}  {} maps  {} probes  {madvise}",
+                h.pid, h.go_version, h.flavour, h.probes
+            )),
+            Line::from(vec![
+                Span::raw(format!(
+                    "events/s {:.0}  events {}  ",
+                    self.rate(|s| s.events),
+                    status.events
+                )),
+                Span::styled(format!("lost {}", status.lost), lost_style),
+                Span::raw(format!(
+                    "  maps {}  gc cycles {}  elapsed {:.0} s",
+                    agg_maps(self.samples),
+                    self.samples.back().map_or(0, |s| s.gc_starts),
+                    status.elapsed.as_secs_f64()
+                )),
+            ]),
+        ];
+        let block = Block::bordered().title(Span::styled(
+            " map-trace ",
+            self.style(Color::Cyan).add_modifier(Modifier::BOLD),
+        ));
+        frame.render_widget(Paragraph::new(lines).block(block), area);
+    }
+
+    fn sorted<'m>(&self, agg: &'m Aggregate) -> Vec<(u64, &'m MapStats, (f64, f64))> {
+        let mut rows: Vec<_> = agg
+            .maps
+            .iter()
+            .filter(|(a, m)| self.controls.shows(**a, m))
+            .map(|(a, m)| (*a, m, self.map_rates(*a)))
+            .collect();
+        let ops = |m: &MapStats| m.assigns + m.deletes + m.clears;
+        rows.sort_by(|a, b| match self.controls.sort {
+            Sort::Activity => (b.2.0 + b.2.1)
+                .total_cmp(&(a.2.0 + a.2.1))
+                .then(ops(b.1).cmp(&ops(a.1))),
+            Sort::Grows => b.1.grow_count().cmp(&a.1.grow_count()),
+            Sort::WorstGrow => b.1.grow_time.worst_ns.cmp(&a.1.grow_time.worst_ns),
+            Sort::Count => count(b.1).cmp(&count(a.1)),
+            Sort::Address => a.0.cmp(&b.0),
+        });
+        rows
+    }
+
+    fn draw_table(&self, frame: &mut Frame, area: Rect, agg: &Aggregate) {
+        let rows = self.sorted(agg);
+        let visible = usize::from(area.height.saturating_sub(3));
+        let first = self
+            .controls
+            .scroll
+            .min(rows.len().saturating_sub(visible.max(1)));
+        let body: Vec<Row> = rows
+            .iter()
+            .skip(first)
+            .take(visible)
+            .map(|(addr, m, (assigns, deletes))| {
+                let growing = m.evacuation().map(|(done, of)| format!("evac {done}/{of}"));
+                Row::new(vec![
+                    Cell::from(format!("{addr:#x}")),
+                    Cell::from(m.map_type.as_deref().unwrap_or("?").to_owned()),
+                    Cell::from(m.last_state.map_or("-".into(), |s| s.count().to_string())),
+                    Cell::from(size(m)),
+                    Cell::from(m.load().map_or("-".into(), |l| format!("{l:.2}"))),
+                    Cell::from(growing.unwrap_or_else(|| "-".into()))
+                        .style(self.style(Color::Yellow)),
+                    Cell::from(format!("{assigns:.0}")),
+                    Cell::from(format!("{deletes:.0}")),
+                    Cell::from(m.grow_count().to_string()),
+                    Cell::from(worst(m.grow_time.worst_ns)),
+                    Cell::from(
+                        m.top_callers_by_ops(1)
+                            .first()
+                            .map_or(String::new(), |(site, _)| site.to_string()),
+                    ),
+                ])
+            })
+            .collect();
+        let header = Row::new(vec![
+            "map",
+            "type",
+            "count",
+            "size",
+            "load",
+            "growth",
+            "assign/s",
+            "delete/s",
+            "grows",
+            "worst grow",
+            "top call site",
+        ])
+        .style(self.style(Color::Cyan).add_modifier(Modifier::BOLD));
+        let widths = [
+            Constraint::Length(15),
+            Constraint::Min(24),
+            Constraint::Length(8),
+            Constraint::Length(16),
+            Constraint::Length(5),
+            Constraint::Length(12),
+            Constraint::Length(9),
+            Constraint::Length(9),
+            Constraint::Length(6),
+            Constraint::Length(10),
+            Constraint::Fill(1),
+        ];
+        let title = format!(
+            " maps {}-{} of {}, sorted by {} ",
+            (first + 1).min(rows.len()),
+            first + body.len(),
+            rows.len(),
+            self.controls.sort.name()
+        );
+        let table = Table::new(body, widths)
+            .header(header)
+            .block(Block::bordered().title(title));
+        frame.render_widget(table, area);
+    }
+
+    fn draw_charts(&self, frame: &mut Frame, area: Rect, agg: &Aggregate) {
+        let [events, rss, madvise] = Layout::horizontal([Constraint::Ratio(1, 3); 3]).areas(area);
+        let width = usize::from(events.width.saturating_sub(2));
+        let recent: Vec<&Sample> = {
+            let skip = self.samples.len().saturating_sub(width + 1);
+            self.samples.iter().skip(skip).collect()
+        };
+        let per_tick = |f: fn(&Sample) -> u64| -> Vec<u64> {
+            recent
+                .windows(2)
+                .map(|w| f(w[1]).saturating_sub(f(w[0])))
+                .collect()
+        };
+
+        // Events per redraw, with a GC-start marker row beneath.
+        let [spark, marks] =
+            Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(inner(events));
+        frame.render_widget(
+            Block::bordered().title(format!(
+                " events/s {:.0} · ^ GC start ",
+                self.rate(|s| s.events)
+            )),
+            events,
+        );
+        frame.render_widget(
+            Sparkline::default()
+                .data(per_tick(|s| s.events))
+                .style(self.style(Color::Green)),
+            spark,
+        );
+        let gc: String = per_tick(|s| s.gc_starts)
+            .iter()
+            .map(|&n| if n > 0 { '^' } else { ' ' })
+            .collect();
+        frame.render_widget(Paragraph::new(gc).style(self.style(Color::Magenta)), marks);
+
+        let rss_now = recent.last().and_then(|s| s.rss);
+        frame.render_widget(
+            Sparkline::default()
+                .data(
+                    recent
+                        .iter()
+                        .map(|s| s.rss.unwrap_or(0))
+                        .collect::<Vec<_>>(),
+                )
+                .style(self.style(Color::Blue))
+                .block(
+                    Block::bordered().title(format!(" RSS {} ", rss_now.map_or("-".into(), mib))),
+                ),
+            rss,
+        );
+        frame.render_widget(
+            Sparkline::default()
+                .data(per_tick(|s| s.given_back))
+                .style(self.style(Color::Yellow))
+                .block(
+                    Block::bordered()
+                        .title(format!(" madvise given back {} ", mib(agg.given_back))),
+                ),
+            madvise,
+        );
+    }
+
+    fn draw_footer(&self, frame: &mut Frame, area: Rect) {
+        let text = match &self.controls.editing {
+            Some(text) => format!("filter (address or type, Enter applies, Esc cancels): {text}_"),
+            None if self.controls.filter.is_empty() => {
+                "q quit  s sort  / filter  ↑↓ PgUp PgDn scroll".to_owned()
+            }
+            None => format!(
+                "q quit  s sort  / filter [{}]  Esc clears  ↑↓ PgUp PgDn scroll",
+                self.controls.filter
+            ),
+        };
+        frame.render_widget(
+            Paragraph::new(text).style(Style::new().add_modifier(Modifier::REVERSED)),
+            area,
+        );
+    }
+}
+
+fn inner(area: Rect) -> Rect {
+    Block::bordered().inner(area)
+}
+
+/// Maps seen at the newest sample.
+fn agg_maps(samples: &VecDeque<Sample>) -> usize {
+    samples.back().map_or(0, |s| s.ops.len())
+}
+
+fn count(m: &MapStats) -> u64 {
+    m.last_state.map_or(0, |s| s.count())
+}
+
+/// Buckets, or swiss small map / tables and the last table capacity.
+fn size(m: &MapStats) -> String {
+    match m.last_state {
+        Some(MapState::Classic { b, .. }) => format!("2^{b} buckets"),
+        Some(MapState::Swiss { tables: 0, .. }) => "small".to_owned(),
+        Some(MapState::Swiss { tables, .. }) => match m.table_capacity {
+            Some(cap) => format!("{tables} tbl cap {cap}"),
+            None => format!("{tables} tbl"),
+        },
+        None => "-".to_owned(),
+    }
+}
+
+fn worst(ns: u64) -> String {
+    #[expect(clippy::cast_precision_loss, reason = "display only")]
+    let us = ns as f64 / 1e3;
+    if ns == 0 {
+        "-".to_owned()
+    } else if us < 1000.0 {
+        format!("{us:.0} µs")
+    } else {
+        format!("{:.1} ms", us / 1e3)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ratatui::{Terminal, backend::TestBackend};
+
+    use super::*;
+    use crate::{events::TraceEvent, goruntime::MapState};
+
+    fn press(c: &mut Controls, code: KeyCode) -> Action {
+        c.key(KeyEvent::new(code, KeyModifiers::NONE))
+    }
+
+    #[test]
+    fn keys_sort_filter_scroll_and_quit() {
+        let mut c = Controls::new();
+        assert_eq!(press(&mut c, KeyCode::Char('s')), Action::Continue);
+        assert_eq!(c.sort, Sort::Grows);
+        for _ in 0..4 {
+            press(&mut c, KeyCode::Char('s'));
+        }
+        assert_eq!(c.sort, Sort::Activity);
+        press(&mut c, KeyCode::Char('/'));
+        for ch in "Map[String".chars() {
+            // Typed letters, `q` and `s` included, go into the filter while editing.
+            press(&mut c, KeyCode::Char(ch));
+        }
+        press(&mut c, KeyCode::Char('q'));
+        press(&mut c, KeyCode::Backspace);
+        press(&mut c, KeyCode::Enter);
+        assert_eq!(c.filter, "map[string");
+        let mut m = MapStats::default();
+        assert!(!c.shows(0x10, &m));
+        m.map_type = Some("map[string]int".into());
+        assert!(c.shows(0x10, &m));
+        press(&mut c, KeyCode::Esc);
+        assert!(c.filter.is_empty());
+        press(&mut c, KeyCode::Down);
+        press(&mut c, KeyCode::PageDown);
+        press(&mut c, KeyCode::Up);
+        assert_eq!(c.scroll, 10);
+        press(&mut c, KeyCode::Home);
+        assert_eq!(c.scroll, 0);
+        assert_eq!(press(&mut c, KeyCode::Char('q')), Action::Quit);
+        let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
+        assert_eq!(Controls::new().key(ctrl_c), Action::Quit);
+    }
+
+    #[test]
+    fn draws_header_maps_and_charts() {
+        let mut agg = Aggregate::default();
+        for kind in [
+            map_trace_common::EventKind::Assign,
+            map_trace_common::EventKind::Assign,
+        ] {
+            agg.record(&TraceEvent {
+                map_type: Some("map[string]int".into()),
+                state: Some(MapState::Classic {
+                    count: 40,
+                    b: 3,
+                    noverflow: 0,
+                    growing: true,
+                    same_size: false,
+                    nevacuate: 2,
+                }),
+                ..TraceEvent::sample(kind, 0xc000_1000, None)
+            });
+        }
+        let header = Header {
+            pid: 42,
+            binary: "/srv/app".into(),
+            go_version: "go1.21.13".into(),
+            flavour: Flavour::Classic,
+            probes: 12,
+            madvise: Some("tracepoint"),
+        };
+        let controls = Controls::new();
+        let now = Instant::now();
+        let samples: VecDeque<Sample> = (0..3_u64)
+            .map(|i| Sample {
+                at: now + Duration::from_millis(500 * i),
+                events: 100 * i,
+                ops: HashMap::from([(0xc000_1000, (50 * i, 0))]),
+                rss: Some(8 << 20),
+                given_back: 0,
+                gc_starts: i / 2,
+            })
+            .collect();
+        let view = View {
+            header: &header,
+            controls: &controls,
+            samples: &samples,
+            color: false,
+        };
+        let status = Status {
+            elapsed: Duration::from_secs(3),
+            events: 200,
+            lost: 0,
+        };
+        let mut terminal = Terminal::new(TestBackend::new(150, 24)).unwrap();
+        terminal.draw(|f| view.draw(f, &agg, &status)).unwrap();
+        let screen: String = terminal
+            .backend()
+            .buffer()
+            .content()
+            .chunks(150)
+            .map(|row| {
+                row.iter()
+                    .map(ratatui::buffer::Cell::symbol)
+                    .collect::<String>()
+                    + "\n"
+            })
+            .collect();
+        for want in [
+            "pid 42  app  go1.21.13  classic maps  12 probes  madvise via tracepoint",
+            "events/s 200",
+            "assign/s",
+            "lost 0",
+            "0xc0001000",
+            "map[string]int",
+            "2^3 buckets",
+            "evac 2/4",
+            "sorted by activity",
+            "RSS 8.0 MiB",
+            "q quit",
+        ] {
+            assert!(screen.contains(want), "no `{want}` in:\n{screen}");
+        }
+    }
+}

@@ -1,0 +1,3 @@
+module integrity
+
+go 1.21
