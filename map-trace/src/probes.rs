@@ -2,7 +2,7 @@
 
 use std::{num::NonZeroU32, path::Path};
 
-use anyhow::{Context as _, anyhow};
+use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf},
@@ -66,6 +66,34 @@ impl MadvisePath {
             MadvisePath::Tracepoint => "tracepoint",
         }
     }
+}
+
+/// The oldest kernel with everything the eBPF programs use: BPF ring buffers (5.8) and
+/// attach cookies on uprobes (5.15).
+const OLDEST_KERNEL: (u32, u32) = (5, 15);
+
+/// Checks, before loading anything, that the kernel has what tracing needs; the error names
+/// the missing feature. `sysfs` is the root of sysfs (`/sys`), `release` the kernel's
+/// release string (`uname -r`).
+pub fn check_kernel(sysfs: &Path, release: &str) -> anyhow::Result<()> {
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse::<u32>().ok());
+    let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    if version < OLDEST_KERNEL {
+        bail!(
+            "kernel {release} is too old: map-trace needs Linux {}.{} or newer (BPF ring buffer, uprobe attach cookies)",
+            OLDEST_KERNEL.0,
+            OLDEST_KERNEL.1
+        );
+    }
+    if !sysfs.join("bus/event_source/devices/uprobe/type").exists() {
+        bail!(
+            "this kernel has no uprobes (CONFIG_UPROBE_EVENTS; {}/bus/event_source/devices/uprobe is missing): map-trace needs them to probe the Go runtime",
+            sysfs.display()
+        );
+    }
+    Ok(())
 }
 
 /// Tracepoints are found through tracefs; mount it where the kernel expects it if no one has.
@@ -352,6 +380,23 @@ impl Counters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_features_are_named_when_missing() {
+        let sys = tempfile::tempdir().unwrap();
+        let uprobe = sys.path().join("bus/event_source/devices/uprobe");
+        let err = check_kernel(sys.path(), "6.18.0").unwrap_err().to_string();
+        assert!(err.contains("no uprobes (CONFIG_UPROBE_EVENTS"), "{err}");
+        std::fs::create_dir_all(&uprobe).unwrap();
+        std::fs::write(uprobe.join("type"), "7\n").unwrap();
+        check_kernel(sys.path(), "6.18.0-1-amd64").unwrap();
+        check_kernel(sys.path(), "5.15.0").unwrap();
+        let err = check_kernel(sys.path(), "5.10.0-28-amd64").unwrap_err().to_string();
+        assert!(err.contains("needs Linux 5.15 or newer (BPF ring buffer"), "{err}");
+        // This machine's own kernel has what map-trace needs.
+        let release = nix::sys::utsname::uname().unwrap();
+        check_kernel(Path::new("/sys"), &release.release().to_string_lossy()).unwrap();
+    }
 
     #[test]
     fn madvise_path_follows_the_kernels_kprobe_support() {

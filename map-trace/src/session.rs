@@ -30,7 +30,7 @@ use crate::{
     },
     plan::{self, Plan, Role},
     privileges,
-    probes::{Counters, MadvisePath, Probes, Settings},
+    probes::{self, Counters, MadvisePath, Probes, Settings},
     resolve::Resolver,
     target::{
         binary::GoBinary,
@@ -51,6 +51,8 @@ enum Tracee<'a> {
 
 pub fn run(opts: &TraceOptions) -> anyhow::Result<()> {
     privileges::check()?;
+    let release = nix::sys::utsname::uname().context("uname")?;
+    probes::check_kernel(Path::new("/sys"), &release.release().to_string_lossy())?;
     let (exe, exe_name, tracee) = resolve_target(opts)?;
     let binary = GoBinary::open(&exe)?;
     let runtime = Runtime::of(&binary)?;

@@ -168,3 +168,60 @@ fn unwritable_csv_is_refused_before_attaching() {
     assert!(!f.stderr[0].contains("attached"));
     assert_untouched(program);
 }
+
+#[test]
+fn malformed_options_are_usage_errors() {
+    for args in [
+        &["--pid", "1", "--key-hash", "123"][..],
+        &["--pid", "1", "--key-hash", "zzzzzzzzzzzzzzzz"],
+        &["--pid", "1", "--map", "not-hex"],
+        &["--pid", "1", "--map", "0"],
+        &["--pid", "1", "--events", "assign,,grow"],
+        &["--pid", "1", "--duration", "-1"],
+        &["--pid", "1", "--duration", "0"],
+        &["--pid", "1", "--ring-buffer-size", "1000"],
+        &["--pid", "1", "--key", "a", "--key-int", "1"],
+        &["--pid", "x"],
+    ] {
+        let f = run_map_trace(args, LIMIT);
+        assert_eq!(f.status.code(), Some(2), "{args:?}: {:?}", f.stderr);
+        assert!(
+            f.stderr[0].starts_with("error: "),
+            "{args:?}: {:?}",
+            f.stderr
+        );
+    }
+}
+
+#[test]
+fn zombie_and_kernel_thread_are_refused() {
+    // A child that has exited and is not reaped yet is a zombie.
+    let mut child = Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    let start = std::time::Instant::now();
+    while integration_tests::proc_state(pid) != 'Z' {
+        assert!(start.elapsed() < LIMIT, "no zombie");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let f = run_map_trace(&["--pid", &pid.to_string()], LIMIT);
+    assert_one_error_line(&f, &format!("pid {pid} is a zombie"));
+    child.wait().unwrap();
+
+    // kthreadd is pid 2.
+    let f = run_map_trace(&["--pid", "2"], LIMIT);
+    assert_one_error_line(&f, "pid 2 is a kernel thread");
+}
+
+/// A full device takes no CSV header: refused before any probe goes in.
+#[test]
+fn full_csv_device_is_refused_before_attaching() {
+    let idle = build_go("idle", GO_CLASSIC);
+    let program = Program::start_ready(&idle, &[]);
+    let f = run_map_trace(
+        &["--pid", &program.pid().to_string(), "--csv", "/dev/full"],
+        LIMIT,
+    );
+    assert_one_error_line(&f, "No space left on device");
+    assert!(!f.stderr.iter().any(|l| l.contains("attached")));
+    assert_untouched(program);
+}

@@ -27,11 +27,12 @@ pub const GO_VERSIONS: [&str; 7] = [
 /// Commands the tests and the bench use, and the Debian packages that have them.
 /// (gcc: the cgo builds; unshare: the mount-namespace test; tmux: the live-view test;
 /// bpftrace and perf: the bench's reference tracers.)
-const DEBIAN_PACKAGES: [(&str, &str); 6] = [
+const DEBIAN_PACKAGES: [(&str, &str); 7] = [
     ("strace", "strace"),
     ("gcc", "gcc"),
     ("unshare", "util-linux"),
     ("tmux", "tmux"),
+    ("bpftool", "bpftool"),
     ("bpftrace", "bpftrace"),
     ("perf", "linux-perf"),
 ];
