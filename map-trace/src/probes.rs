@@ -391,8 +391,13 @@ mod tests {
         std::fs::write(uprobe.join("type"), "7\n").unwrap();
         check_kernel(sys.path(), "6.18.0-1-amd64").unwrap();
         check_kernel(sys.path(), "5.15.0").unwrap();
-        let err = check_kernel(sys.path(), "5.10.0-28-amd64").unwrap_err().to_string();
-        assert!(err.contains("needs Linux 5.15 or newer (BPF ring buffer"), "{err}");
+        let err = check_kernel(sys.path(), "5.10.0-28-amd64")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("needs Linux 5.15 or newer (BPF ring buffer"),
+            "{err}"
+        );
         // This machine's own kernel has what map-trace needs.
         let release = nix::sys::utsname::uname().unwrap();
         check_kernel(Path::new("/sys"), &release.release().to_string_lossy()).unwrap();
