@@ -368,8 +368,13 @@ impl TraceEvent {
 
 #[cfg(test)]
 mod tests {
+    use proptest::{collection::vec, prelude::*};
+
     use super::*;
-    use crate::goruntime::{Flavour, LAYOUTS};
+    use crate::{
+        goruntime::{Flavour, LAYOUTS},
+        target::mutate::mutated,
+    };
 
     fn bytes(e: &Event) -> Vec<u8> {
         // SAFETY: reading a plain struct as bytes.
@@ -535,5 +540,74 @@ mod tests {
             decode(&bytes(&raw), classic),
             Err(DecodeError::Function(999))
         );
+    }
+
+    /// Everything the exporters read of a decoded record.
+    fn poke(record: &[u8], layout: &Layout) -> Result<(), TestCaseError> {
+        let Ok((event, raw)) = decode(record, layout) else {
+            return Ok(());
+        };
+        let _ = event.count();
+        if let Some(detail) = event.detail {
+            let _ = (detail.to_string(), detail.label());
+        }
+        if let Some(m) = event.madvise {
+            let _ = (m.advice_text(), m.gives_back());
+        }
+        if let Some(key) = raw.key {
+            prop_assert!(key.len() <= record.len() - EVENT_SIZE);
+        }
+        Ok(())
+    }
+
+    /// A keyed assign on a classic map and a swiss table grow, as the eBPF side sends them.
+    fn valid_records() -> [Vec<u8>; 2] {
+        let classic = layout(Flavour::Classic);
+        let mut raw = Event::ZERO;
+        raw.kind = EventKind::Assign as u8;
+        raw.function = index_of(classic, DetailKind::None);
+        raw.flags = FLAG_KEY | FLAG_STACK | FLAG_HEADER | FLAG_GOID;
+        raw.key_len = 3;
+        let mut keyed = bytes(&raw);
+        keyed.extend_from_slice(b"abc");
+        keyed.resize(KEYED_EVENT_SIZE, 0);
+        let swiss = layout(Flavour::Swiss);
+        raw.kind = EventKind::Grow as u8;
+        raw.function = index_of(swiss, DetailKind::TableGrow);
+        raw.flags = FLAG_TABLE | FLAG_DETAIL | FLAG_HEADER;
+        [keyed, bytes(&raw)]
+    }
+
+    proptest! {
+        // Cheap cases: many of them still run in well under a second.
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn arbitrary_records_never_panic(
+            record in prop_oneof![
+                vec(any::<u8>(), 0..KEYED_EVENT_SIZE + 8),
+                vec(any::<u8>(), EVENT_SIZE),
+                vec(any::<u8>(), KEYED_EVENT_SIZE),
+            ],
+            row in 0..LAYOUTS.len(),
+        ) {
+            poke(&record, &LAYOUTS[row])?;
+        }
+
+        #[test]
+        fn mutated_records_never_panic(
+            record in mutated(valid_records()[0].clone()),
+            row in 0..LAYOUTS.len(),
+        ) {
+            poke(&record, &LAYOUTS[row])?;
+        }
+
+        #[test]
+        fn mutated_table_grows_never_panic(
+            record in mutated(valid_records()[1].clone()),
+            row in 0..LAYOUTS.len(),
+        ) {
+            poke(&record, &LAYOUTS[row])?;
+        }
     }
 }

@@ -589,7 +589,10 @@ impl Runtime {
 
 #[cfg(test)]
 mod tests {
+    use proptest::{collection::vec, prelude::*};
+
     use super::*;
+    use crate::target::mutate::mutated;
 
     #[test]
     fn parses_version_strings() {
@@ -776,5 +779,82 @@ mod tests {
             detect_flavour(|s| s.starts_with("internal/runtime/maps.(*Map)")),
             None
         );
+    }
+
+    /// Lowercase words, as GOEXPERIMENT names are.
+    fn words() -> impl Strategy<Value = Vec<String>> {
+        vec(vec(b'a'..=b'z', 1..12), 1..4).prop_map(|ws| {
+            ws.into_iter()
+                .map(|w| String::from_utf8(w).unwrap())
+                .collect()
+        })
+    }
+
+    proptest! {
+        // Cheap cases: many of them still run in well under a second.
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn arbitrary_version_strings_never_panic(chars in vec(any::<char>(), 0..40)) {
+            let raw: String = chars.into_iter().collect();
+            if let Ok(v) = GoVersion::parse(&raw) {
+                prop_assert_eq!(&v.raw, &raw);
+                let _ = v.check_supported();
+                let _ = Runtime::new(v, Flavour::Swiss);
+            }
+        }
+
+        #[test]
+        fn mutated_version_strings_never_panic(
+            bytes in mutated(b"go1.27.3-X:mapsplitgroup,nogreenteagc".to_vec()),
+        ) {
+            let _ = GoVersion::parse(&String::from_utf8_lossy(&bytes));
+        }
+
+        #[test]
+        fn versions_read_back(
+            minor in any::<u32>(),
+            patch in any::<u32>(),
+            experiments in words(),
+            sep in prop_oneof![Just(" "), Just("-")],
+        ) {
+            let v = GoVersion::parse(&format!("go1.{minor}.{patch}")).unwrap();
+            prop_assert_eq!((v.minor, v.patch), (minor, patch));
+            let raw = format!("go1.{minor}.{patch}{sep}X:{}", experiments.join(","));
+            prop_assert_eq!(GoVersion::parse(&raw).unwrap().experiments, experiments);
+        }
+
+        #[test]
+        fn headers_decode_from_any_bytes(
+            h in vec(any::<u8>(), 0..64),
+            offsets in vec(prop_oneof![0..64_usize, usize::MAX - 16.., any::<usize>()], 6),
+            flag in any::<u8>(),
+        ) {
+            let o = |i: usize| offsets[i];
+            let layouts = [
+                CLASSIC_HEADER,
+                SWISS_HEADER,
+                HeaderLayout::Classic {
+                    count: o(0),
+                    flags: o(1),
+                    b: o(2),
+                    noverflow: o(3),
+                    oldbuckets: o(4),
+                    nevacuate: o(5),
+                    same_size_flag: flag,
+                },
+                HeaderLayout::Swiss {
+                    used: o(0),
+                    dir_len: o(1),
+                    global_depth: o(2),
+                    table_capacity: o(3),
+                    table_growth_left: o(4),
+                },
+            ];
+            for layout in layouts {
+                let state = layout.decode(&h);
+                let _ = (state.count(), layout.decode_table(&h), layout.variant());
+            }
+        }
     }
 }

@@ -118,10 +118,45 @@ pub fn plan(binary: &GoBinary, runtime: &Runtime, events: &EventSet) -> Result<P
     }
     let gc_cycles_addr = binary
         .object(MEMSTATS_SYMBOL)
-        .map(|memstats| memstats + runtime.layout.numgc_offset);
+        .and_then(|memstats| memstats.checked_add(runtime.layout.numgc_offset));
     Ok(Plan {
         points,
         missing,
         gc_cycles_addr,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::target::binary::testing::{Options, elf};
+
+    fn gc_cycles_addr(memstats: u64) -> Option<u64> {
+        let s = elf(&Options {
+            symbols: vec![(MEMSTATS_SYMBOL.to_owned(), memstats)],
+            ..Options::default()
+        });
+        let binary = GoBinary::parse(Path::new("synthetic"), s.bytes).unwrap();
+        let runtime = Runtime::of(&binary).unwrap();
+        plan(&binary, &runtime, &EventSet::all())
+            .unwrap()
+            .gc_cycles_addr
+    }
+
+    #[test]
+    fn gc_counter_is_in_memstats() {
+        let swiss = Runtime::new(
+            crate::goruntime::GoVersion::parse("go1.26.6").unwrap(),
+            crate::goruntime::Flavour::Swiss,
+        )
+        .unwrap();
+        assert_eq!(
+            gc_cycles_addr(0x41_0000),
+            Some(0x41_0000 + swiss.layout.numgc_offset)
+        );
+        // A symbol table can say anything: `memstats + offset` used to overflow.
+        assert_eq!(gc_cycles_addr(u64::MAX - 8), None);
+    }
 }

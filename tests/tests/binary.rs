@@ -31,6 +31,11 @@ use map_trace::{
 };
 use map_trace_common::EventKind;
 use object::{Object as _, ObjectSection as _, ObjectSymbol as _, SymbolKind};
+use proptest::{
+    prelude::*,
+    sample::{Index, select},
+    test_runner::{Config, TestRunner},
+};
 
 /// Instruction addresses and texts of `symbol` according to the Go toolchain itself.
 fn objdump(version: &str, bin: &std::path::Path, symbol: &str) -> Vec<(u64, String)> {
@@ -528,6 +533,54 @@ fn poke(binary: &GoBinary, pcs: &[u64]) {
     }
 }
 
+/// Damage picked by proptest in one of `regions` (start, length) of the binary `data`: a
+/// cut, a flipped byte, or a nasty or random word. What parses must also plan.
+fn damage_at_random(bin: &Path, data: &[u8], regions: Vec<(usize, usize)>, pcs: &[u64]) {
+    let nasty = [
+        0,
+        1,
+        0x7f,
+        0x8000_0000,
+        0xffff_ffff,
+        0x7fff_ffff_ffff_fff0,
+        0x8000_0000_0000_0000,
+        u64::MAX,
+    ];
+    let damage = (
+        select(regions),
+        any::<Index>(),
+        0..4_u8,
+        prop_oneof![select(nasty.to_vec()), any::<u64>()],
+        1..=8_usize,
+    );
+    let config = Config {
+        cases: 96,
+        failure_persistence: None,
+        ..Config::default()
+    };
+    TestRunner::new(config)
+        .run(&damage, |((start, len), index, how, value, width)| {
+            let at = start + index.index(len);
+            let mut bad = data.to_vec();
+            match how {
+                0 => bad.truncate(at),
+                1 => bad[at] ^= value.to_le_bytes()[0] | 1,
+                _ => {
+                    let end = (at + width).min(bad.len());
+                    bad[at..end].copy_from_slice(&value.to_le_bytes()[..end - at]);
+                }
+            }
+            if let Ok(b) = GoBinary::parse(bin, bad) {
+                poke(&b, pcs);
+                if let Ok(runtime) = Runtime::of(&b) {
+                    let _ = plan::plan(&b, &runtime, &EventSet::all());
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
 #[test]
 fn truncated_and_corrupt_binaries_are_errors_not_panics() {
     for go in [GO_CLASSIC, GO_SWISS] {
@@ -590,6 +643,24 @@ fn truncated_and_corrupt_binaries_are_errors_not_panics() {
                 }
             }
         }
+
+        // Then damage at random in what the reader reads first: the ELF, program and
+        // section headers, the build info, the pclntab's header, functab and pc tables,
+        // main.main's record and moduledata.
+        let header = |at: usize| usize::from(u16::from_le_bytes([data[at], data[at + 1]]));
+        let shoff = usize::try_from(u64::from_le_bytes(data[40..48].try_into().unwrap())).unwrap();
+        let buildinfo = offset(file.section_by_name(".go.buildinfo").unwrap().address());
+        let regions = vec![
+            (0, 64 + 56 * header(56)),
+            (shoff, 64 * header(60)),
+            (buildinfo, 64),
+            (pclntab, 72),
+            (functab, 4096),
+            (pctab, 4096),
+            (main_func, 64),
+            (moduledata, 360),
+        ];
+        damage_at_random(&bin, &data, regions, &pcs);
     }
 }
 

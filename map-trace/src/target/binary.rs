@@ -167,6 +167,11 @@ pub struct GoBinary {
 /// magic is searched for.
 const PCLNTAB_SECTIONS: [&str; 2] = [".gopclntab", ".data.rel.ro.gopclntab"];
 
+/// Loadable segments a binary may have: Go's linker writes 3 or 4, gcc about as many. Every
+/// address lookup and the moduledata scan walk them all, so a crafted file with thousands
+/// would cost time out of proportion to its size.
+const MAX_SEGMENTS: usize = 64;
+
 impl GoBinary {
     /// Reads `path` (for a running process, `/proc/PID/exe`, which works for deleted binaries
     /// and other mount namespaces too).
@@ -205,13 +210,13 @@ impl GoBinary {
             path: path.clone(),
             source,
         })?;
-        let objects: HashMap<String, u64> = file
-            .symbols()
-            .filter(|s| s.kind() == SymbolKind::Data)
-            .filter_map(|s| Some((s.name().ok()?.to_owned(), s.address())))
-            .collect();
-        let segments = file
+        let objects = data_symbols(&file, data.len()).ok_or_else(|| BinaryError::NotElf {
+            path: path.clone(),
+            reason: "symbol names overlap".into(),
+        })?;
+        let segments: Vec<Segment> = file
             .segments()
+            .take(MAX_SEGMENTS + 1)
             .map(|seg| {
                 let (file_offset, file_size) = seg.file_range();
                 Segment {
@@ -223,6 +228,12 @@ impl GoBinary {
                 }
             })
             .collect();
+        if segments.len() > MAX_SEGMENTS {
+            return Err(BinaryError::NotElf {
+                path,
+                reason: format!("more than {MAX_SEGMENTS} loadable segments"),
+            });
+        }
         let pie = file.kind() == ObjectKind::Dynamic;
         let relative = if pie {
             relative_relocations(&file)
@@ -289,12 +300,29 @@ impl GoBinary {
             source,
         })?;
         let table = Pclntab::parse(bytes, module.text).map_err(pclntab_error)?;
+        // Go's code is in the file: functions that reach further are corrupt, and sizing
+        // them would walk pc tables out of proportion to the file.
+        let file_len = u64::try_from(self.image.data.len()).unwrap_or(u64::MAX);
+        if table.text_len().is_none_or(|len| len > file_len) {
+            return Err(pclntab_error(PclntabError::Corrupt(
+                "functions reach past the file",
+            )));
+        }
         // By name: the function, its size, and its place in the table.
         let mut functions: HashMap<String, (Function, usize)> =
             HashMap::with_capacity(table.function_count());
+        let mut names_len = 0_usize;
         for i in 0..table.function_count() {
             let f = table.func(i).map_err(pclntab_error)?;
             let name = table.name(&f).map_err(pclntab_error)?;
+            // The linker writes each function's name on its own: names longer together
+            // than the table overlap, and copying them could take gigabytes.
+            names_len = names_len.saturating_add(name.len());
+            if names_len > bytes.len() {
+                return Err(pclntab_error(PclntabError::Corrupt(
+                    "function names overlap",
+                )));
+            }
             let function = Function {
                 addr: f.entry,
                 size: table.size(&f).map_err(pclntab_error)?,
@@ -445,6 +473,25 @@ impl GoBinary {
     }
 }
 
+/// Data symbols (global variables) by name; `None` when their names add up to more than
+/// the file, which only a crafted symbol table pointing them into one long string does
+/// (copying them out could take gigabytes).
+fn data_symbols(file: &object::File<'_>, file_len: usize) -> Option<HashMap<String, u64>> {
+    let mut objects = HashMap::new();
+    let mut names_len = 0_usize;
+    for symbol in file.symbols().filter(|s| s.kind() == SymbolKind::Data) {
+        let Ok(name) = symbol.name() else {
+            continue;
+        };
+        names_len = names_len.saturating_add(name.len());
+        if names_len > file_len {
+            return None;
+        }
+        objects.insert(name.to_owned(), symbol.address());
+    }
+    Some(objects)
+}
+
 /// The `R_X86_64_RELATIVE` entries of the dynamic relocations: site → target.
 fn relative_relocations(file: &object::File<'_>) -> HashMap<u64, u64> {
     let relative = RelocationFlags::Elf {
@@ -456,4 +503,500 @@ fn relative_relocations(file: &object::File<'_>) -> HashMap<u64, u64> {
         .filter(|(_, r)| r.flags() == relative)
         .filter_map(|(at, r)| Some((at, u64::try_from(r.addend()).ok()?)))
         .collect()
+}
+
+/// A small Go 1.26 executable made in memory, for unit tests here and in the probe planner.
+#[cfg(test)]
+pub(crate) mod testing {
+    use crate::target::{
+        gotypes::{
+            Kind, MAP_TYPE_KEY, MODULEDATA_1_21, MODULEDATA_FUNCNAMETAB, MODULEDATA_PCHEADER,
+            TYPE_KIND, TYPE_STR, TYPE_TFLAG,
+        },
+        pclntab::{
+            Pclntab,
+            testing::{TestFunc, table},
+        },
+    };
+
+    /// The functions, 0x40 apart from the text start: a prologue with the stack check, a
+    /// body and a RET in their first 0x20 bytes.
+    pub(crate) const FUNCTIONS: [&str; 4] = [
+        "main.main",
+        "runtime.mapassign_faststr",
+        "internal/runtime/maps.(*table).grow",
+        "internal/runtime/maps.(*table).rehash",
+    ];
+    /// CMPQ SP,0x10(R14); JBE; PUSHQ BP; MOVQ SP,BP; POPQ BP; RET; then NOPs.
+    const CODE: [u8; 12] = [
+        0x49, 0x3b, 0x66, 0x10, 0x76, 0x0a, 0x55, 0x48, 0x89, 0xe5, 0x5d, 0xc3,
+    ];
+    /// Where the first instruction after the prologue, and the RET, are in each function.
+    pub(crate) const BODY: u64 = 6;
+    pub(crate) const RET: u64 = 11;
+    /// Line 10 on the prologue, 12 after it (pcln), sp 0 and file 0 throughout (0x20 bytes).
+    const PCSP: [u8; 3] = [0x02, 0x20, 0x00];
+    const PCLN: [u8; 5] = [0x16, 0x06, 0x04, 0x1a, 0x00];
+    const BASE: u64 = 0x40_0000;
+    /// The writable segment is loaded this far above its file offset.
+    const DATA_BASE: u64 = 0x41_0000;
+
+    #[derive(Default)]
+    pub(crate) struct Options {
+        /// `ET_DYN` instead of `ET_EXEC` (no relocations: pointers are in the file).
+        pub pie: bool,
+        /// A symbol table with these data symbols (`runtime.firstmoduledata` is where
+        /// [`Synthetic::moduledata`] says).
+        pub symbols: Vec<(String, u64)>,
+        /// More loadable segments, of nothing useful.
+        pub extra_segments: usize,
+        /// Another name for `main.main`.
+        pub main_name: Option<String>,
+    }
+
+    /// The file and where its parts are.
+    pub(crate) struct Synthetic {
+        pub bytes: Vec<u8>,
+        pub text: u64,
+        /// A `map[string]int` type; its key type `string` at [`Synthetic::key_type`].
+        pub map_type: u64,
+        pub key_type: u64,
+        pub moduledata: u64,
+        /// File offsets of the pclntab and of the symbol table (0 without one).
+        pub pclntab_at: usize,
+        pub symtab_at: usize,
+    }
+
+    fn put(b: &mut [u8], at: usize, v: &[u8]) {
+        b[at..at + v.len()].copy_from_slice(v);
+    }
+
+    fn align(b: &mut Vec<u8>, to: usize) -> usize {
+        b.resize(b.len().next_multiple_of(to), 0);
+        b.len()
+    }
+
+    fn u64_of(at: usize) -> u64 {
+        u64::try_from(at).unwrap()
+    }
+
+    /// `base` plus a field offset.
+    fn field(base: usize, off: u64) -> usize {
+        base + usize::try_from(off).unwrap()
+    }
+
+    /// The symbol that names moduledata, in binaries that keep their symbol table.
+    pub(crate) const MODULEDATA_SYMBOL: &str = "runtime.firstmoduledata";
+
+    #[expect(clippy::too_many_lines, reason = "one file, laid out in order")]
+    pub(crate) fn elf(options: &Options) -> Synthetic {
+        let phnum = 2 + options.extra_segments;
+        let mut b = vec![0; 64 + 56 * phnum];
+
+        // Read-only and executable: headers, text, pclntab, types.
+        let text_at = align(&mut b, 16);
+        for _ in FUNCTIONS {
+            let mut code = [0xcc_u8; 0x40];
+            code[..0x20].fill(0x90);
+            code[..CODE.len()].copy_from_slice(&CODE);
+            b.extend_from_slice(&code);
+        }
+        let text = BASE + u64_of(text_at);
+        let mut names = FUNCTIONS;
+        if let Some(main) = &options.main_name {
+            names[0] = main;
+        }
+        let funcs: Vec<TestFunc<'_>> = (0..)
+            .zip(names)
+            .map(|(i, name)| TestFunc {
+                name,
+                entry: 0x40 * i,
+                pcsp: &PCSP,
+                pcfile: &PCSP,
+                pcln: &PCLN,
+                inl_index: None,
+            })
+            .collect();
+        let end = 0x40 * u32::try_from(FUNCTIONS.len()).unwrap();
+        let pclntab_bytes = table(&funcs, end, &[]);
+        let funcnametab = u64_of(
+            Pclntab::parse(&pclntab_bytes, 0)
+                .unwrap()
+                .funcnametab_offset(),
+        );
+        let pclntab_at = align(&mut b, 8);
+        b.extend_from_slice(&pclntab_bytes);
+        let types_at = align(&mut b, 8);
+        let types = BASE + u64_of(types_at);
+        b.resize(types_at + 0xb0, 0);
+        // map[string]int (TFlagExtraStar: its name has a `*` to drop), key at +0x40.
+        put(&mut b, field(types_at, TYPE_TFLAG), &[2]);
+        put(&mut b, field(types_at, TYPE_KIND), &[Kind::Map as u8]);
+        put(&mut b, field(types_at, TYPE_STR), &0x80_i32.to_le_bytes());
+        put(
+            &mut b,
+            field(types_at, MAP_TYPE_KEY),
+            &(types + 0x40).to_le_bytes(),
+        );
+        let key_at = types_at + 0x40;
+        put(&mut b, field(key_at, TYPE_KIND), &[Kind::String as u8]);
+        put(&mut b, field(key_at, TYPE_STR), &0xa0_i32.to_le_bytes());
+        put(&mut b, types_at + 0x80, b"\x00\x0f*map[string]int");
+        put(&mut b, types_at + 0xa0, b"\x00\x06string");
+        let code_end = b.len();
+
+        // Writable: build info, moduledata.
+        let data_at = align(&mut b, 16);
+        b.extend_from_slice(b"\xff Go buildinf:\x08\x02");
+        b.resize(data_at + 32, 0);
+        b.push(8);
+        b.extend_from_slice(b"go1.26.6\0");
+        let moduledata_at = align(&mut b, 8);
+        let moduledata = DATA_BASE + u64_of(moduledata_at);
+        b.resize(moduledata_at + 336, 0);
+        let pclntab = BASE + u64_of(pclntab_at);
+        let l = MODULEDATA_1_21;
+        for (off, value) in [
+            (MODULEDATA_PCHEADER, pclntab),
+            (MODULEDATA_FUNCNAMETAB, pclntab + funcnametab),
+            (l.text, text),
+            (l.types, types),
+            (l.etypes, types + 0xb0),
+            (l.gofunc, types),
+        ] {
+            put(&mut b, field(moduledata_at, off), &value.to_le_bytes());
+        }
+        let data_end = b.len();
+
+        // Symbols: .symtab, .strtab, .shstrtab and the section headers.
+        let (mut shoff, mut shnum, mut symtab_at) = (0, 0, 0);
+        if !options.symbols.is_empty() {
+            let mut strtab = vec![0];
+            let mut symtab = vec![0; 24];
+            for (name, addr) in &options.symbols {
+                let mut sym = [0_u8; 24];
+                put(
+                    &mut sym,
+                    0,
+                    &u32::try_from(strtab.len()).unwrap().to_le_bytes(),
+                );
+                // STB_GLOBAL, STT_OBJECT; SHN_ABS.
+                sym[4] = 0x11;
+                put(&mut sym, 6, &0xfff1_u16.to_le_bytes());
+                put(&mut sym, 8, &addr.to_le_bytes());
+                symtab.extend_from_slice(&sym);
+                strtab.extend_from_slice(name.as_bytes());
+                strtab.push(0);
+            }
+            let shstrtab = b"\0.symtab\0.strtab\0.shstrtab\0";
+            symtab_at = align(&mut b, 8);
+            b.extend_from_slice(&symtab);
+            let strtab_at = b.len();
+            b.extend_from_slice(&strtab);
+            let shstrtab_at = b.len();
+            b.extend_from_slice(shstrtab);
+            shoff = align(&mut b, 8);
+            b.resize(shoff + 64, 0);
+            for (name, kind, at, size, link, entsize) in [
+                (1_u32, 2_u32, symtab_at, symtab.len(), 2_u32, 24_u64),
+                (9, 3, strtab_at, strtab.len(), 0, 0),
+                (17, 3, shstrtab_at, shstrtab.len(), 0, 0),
+            ] {
+                let mut sh = [0_u8; 64];
+                put(&mut sh, 0, &name.to_le_bytes());
+                put(&mut sh, 4, &kind.to_le_bytes());
+                put(&mut sh, 24, &u64_of(at).to_le_bytes());
+                put(&mut sh, 32, &u64_of(size).to_le_bytes());
+                put(&mut sh, 40, &link.to_le_bytes());
+                // sh_info of .symtab: the first global symbol.
+                put(&mut sh, 44, &u32::from(kind == 2).to_le_bytes());
+                put(&mut sh, 48, &1_u64.to_le_bytes());
+                put(&mut sh, 56, &entsize.to_le_bytes());
+                b.extend_from_slice(&sh);
+            }
+            shnum = 4;
+        }
+
+        // ELF header and program headers.
+        put(&mut b, 0, b"\x7fELF\x02\x01\x01");
+        put(
+            &mut b,
+            16,
+            &(if options.pie { 3_u16 } else { 2 }).to_le_bytes(),
+        );
+        put(&mut b, 18, &62_u16.to_le_bytes());
+        put(&mut b, 20, &1_u32.to_le_bytes());
+        put(&mut b, 24, &text.to_le_bytes());
+        put(&mut b, 32, &64_u64.to_le_bytes());
+        put(&mut b, 40, &u64_of(shoff).to_le_bytes());
+        for (at, v) in [(52, 64_u16), (54, 56), (56, u16::try_from(phnum).unwrap())] {
+            put(&mut b, at, &v.to_le_bytes());
+        }
+        for (at, v) in [(58, 64_u16), (60, shnum), (62, shnum.saturating_sub(1))] {
+            put(&mut b, at, &v.to_le_bytes());
+        }
+        let segments = [
+            (5_u32, 0, BASE, code_end),
+            (6, data_at, DATA_BASE + u64_of(data_at), data_end - data_at),
+        ]
+        .into_iter()
+        .chain((0..options.extra_segments).map(|i| (4, 0, 0x100_0000 * (u64_of(i) + 1), 64)));
+        for (i, (flags, offset, vaddr, size)) in segments.enumerate() {
+            let at = 64 + 56 * i;
+            put(&mut b, at, &1_u32.to_le_bytes());
+            put(&mut b, at + 4, &flags.to_le_bytes());
+            put(&mut b, at + 8, &u64_of(offset).to_le_bytes());
+            for field in [16, 24] {
+                put(&mut b, at + field, &vaddr.to_le_bytes());
+            }
+            for field in [32, 40] {
+                put(&mut b, at + field, &u64_of(size).to_le_bytes());
+            }
+            put(&mut b, at + 48, &0x1000_u64.to_le_bytes());
+        }
+        Synthetic {
+            bytes: b,
+            text,
+            map_type: types,
+            key_type: types + 0x40,
+            moduledata,
+            pclntab_at,
+            symtab_at,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use proptest::prelude::*;
+
+    use super::{
+        testing::{BODY, FUNCTIONS, MODULEDATA_SYMBOL, Options, RET, Synthetic, elf},
+        *,
+    };
+    use crate::{
+        goruntime::{Flavour, Runtime},
+        target::{gotypes::Kind, mutate::mutated},
+    };
+
+    fn parse(bytes: Vec<u8>) -> Result<GoBinary, BinaryError> {
+        GoBinary::parse(Path::new("synthetic"), bytes)
+    }
+
+    fn with_symbols(extra: &[(&str, u64)]) -> Synthetic {
+        let moduledata = elf(&Options::default()).moduledata;
+        let symbols = [(MODULEDATA_SYMBOL, moduledata)]
+            .iter()
+            .chain(extra)
+            .map(|&(n, a)| (n.to_owned(), a))
+            .collect();
+        elf(&Options {
+            symbols,
+            ..Options::default()
+        })
+    }
+
+    /// Everything a session asks of a binary; answers may be anything, but no panic.
+    fn poke(binary: &GoBinary, pcs: &[u64]) {
+        for &pc in pcs {
+            let _ = binary.symbolize(pc);
+            let _ = (binary.type_name(pc), binary.type_kind(pc));
+            let _ = binary.map_key_type(pc);
+            if let Some(off) = binary.file_offset(pc) {
+                let _ = binary.vaddr_of_file_offset(off);
+            }
+        }
+        for name in FUNCTIONS {
+            if let Some(f) = binary.function(name) {
+                let _ = binary.code(f);
+            }
+        }
+        if let Ok(runtime) = Runtime::of(binary) {
+            let _ = crate::plan::plan(binary, &runtime, &crate::cli::EventSet::all());
+        }
+    }
+
+    #[test]
+    fn reads_a_synthetic_go_binary() {
+        for s in [
+            elf(&Options::default()),
+            elf(&Options {
+                pie: true,
+                ..Options::default()
+            }),
+            with_symbols(&[]),
+        ] {
+            let binary = parse(s.bytes.clone()).unwrap();
+            assert_eq!(binary.version(), "go1.26.6");
+            for (i, name) in (0..).zip(FUNCTIONS) {
+                let f = binary.function(name).unwrap();
+                assert_eq!((f.addr, f.size), (s.text + 0x40 * i, 0x20));
+                assert_eq!(binary.code(f).unwrap().len(), 0x20);
+            }
+            let frames = binary.symbolize(s.text + 8);
+            assert_eq!(
+                frames,
+                [Frame {
+                    function: "main.main".into(),
+                    file: "/src/main.go".into(),
+                    line: 12
+                }]
+            );
+            assert_eq!(
+                binary.type_name(s.map_type).as_deref(),
+                Some("map[string]int")
+            );
+            assert_eq!(binary.map_key_type(s.map_type), Some(s.key_type));
+            assert_eq!(binary.type_kind(s.key_type), Some(Kind::String));
+            let runtime = Runtime::of(&binary).unwrap();
+            assert_eq!(runtime.flavour, Flavour::Swiss);
+            let plan = crate::plan::plan(&binary, &runtime, &crate::cli::EventSet::all()).unwrap();
+            let grow = s.text + 0x80;
+            let mut points: Vec<u64> = plan.points.iter().map(|p| p.addr).collect();
+            points.sort_unstable();
+            assert_eq!(points, [s.text + 0x40 + BODY, grow + BODY, grow + RET]);
+        }
+        let s = with_symbols(&[]);
+        let binary = parse(s.bytes).unwrap();
+        assert_eq!(binary.object(MODULEDATA_SYMBOL), Some(s.moduledata));
+        assert!(
+            parse(elf(&Options::default()).bytes)
+                .unwrap()
+                .object(MODULEDATA_SYMBOL)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn too_many_segments_are_refused() {
+        let segments = |extra_segments| {
+            parse(
+                elf(&Options {
+                    extra_segments,
+                    ..Options::default()
+                })
+                .bytes,
+            )
+        };
+        // The two real ones and the extra ones.
+        assert!(segments(MAX_SEGMENTS - 2).is_ok());
+        assert!(matches!(
+            segments(MAX_SEGMENTS - 1),
+            Err(BinaryError::NotElf { .. })
+        ));
+    }
+
+    #[test]
+    fn overlapping_symbol_names_are_refused() {
+        // Symbols named by every suffix of one long name: copied out one by one they would
+        // take the name's length squared.
+        let long = "x".repeat(20_000);
+        let extra: Vec<(String, u64)> = (0..200).map(|i| (format!("s{i}"), i)).collect();
+        let mut symbols: Vec<(&str, u64)> = vec![(&long, 1)];
+        symbols.extend(extra.iter().map(|(n, a)| (n.as_str(), *a)));
+        let mut s = with_symbols(&symbols);
+        assert!(parse(s.bytes.clone()).is_ok());
+        // Point the short symbols (3 on) into the long one (2, named after moduledata's).
+        let first = 1 + MODULEDATA_SYMBOL.len() + 1;
+        for i in 0..200 {
+            let at = s.symtab_at + 24 * (3 + i);
+            let name = u32::try_from(first + i).unwrap();
+            s.bytes[at..at + 4].copy_from_slice(&name.to_le_bytes());
+        }
+        assert!(matches!(parse(s.bytes), Err(BinaryError::NotElf { .. })));
+    }
+
+    /// The file offset of function `i`'s `_func` record.
+    fn func_record(s: &Synthetic, i: usize) -> usize {
+        let word = |at: usize| {
+            usize::try_from(u64::from_le_bytes(s.bytes[at..at + 8].try_into().unwrap())).unwrap()
+        };
+        let u32_at = |at: usize| {
+            usize::try_from(u32::from_le_bytes(s.bytes[at..at + 4].try_into().unwrap())).unwrap()
+        };
+        let pclntable = s.pclntab_at + word(s.pclntab_at + 64);
+        pclntable + u32_at(pclntable + 8 * i + 4)
+    }
+
+    #[test]
+    fn functions_past_the_file_are_refused() {
+        let mut s = elf(&Options::default());
+        // The functab's end entry, after one (entry, offset) pair per function.
+        let end = func_record(&s, 0) - 8;
+        s.bytes[end..end + 4].copy_from_slice(&0xffff_0000_u32.to_le_bytes());
+        assert!(matches!(
+            parse(s.bytes),
+            Err(BinaryError::Pclntab {
+                source: PclntabError::Corrupt("functions reach past the file"),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn overlapping_function_names_are_refused() {
+        // Every function named by a suffix of main's long name: with many functions that
+        // is the name's length squared in copies.
+        let mut s = elf(&Options {
+            main_name: Some(format!("main.{}", "x".repeat(2000))),
+            ..Options::default()
+        });
+        assert!(parse(s.bytes.clone()).is_ok());
+        let main = func_record(&s, 0);
+        let name_off = u32::from_le_bytes(s.bytes[main + 4..main + 8].try_into().unwrap());
+        for i in 1..FUNCTIONS.len() {
+            let at = func_record(&s, i) + 4;
+            let suffix = name_off + u32::try_from(i).unwrap();
+            s.bytes[at..at + 4].copy_from_slice(&suffix.to_le_bytes());
+        }
+        assert!(matches!(
+            parse(s.bytes),
+            Err(BinaryError::Pclntab {
+                source: PclntabError::Corrupt("function names overlap"),
+                ..
+            })
+        ));
+    }
+
+    proptest! {
+        // Cheap cases: many of them still run in well under a second.
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            bytes in proptest::collection::vec(any::<u8>(), 0..2048),
+            headers in 0..=(64 + 2 * 56_usize),
+        ) {
+            // Behind the synthetic binary's ELF and program headers (or part of them), so
+            // that the segments point into arbitrary bytes.
+            let s = elf(&Options::default());
+            let mut data = s.bytes[..headers].to_vec();
+            data.extend_from_slice(&bytes);
+            if let Ok(binary) = parse(data) {
+                poke(&binary, &[0, s.text + 8, s.map_type, u64::MAX]);
+            }
+        }
+
+        #[test]
+        fn mutated_binaries_never_panic(
+            bytes in mutated(with_symbols(&[("runtime.memstats", 0x41_0000)]).bytes),
+        ) {
+            let s = elf(&Options::default());
+            if let Ok(binary) = parse(bytes) {
+                poke(&binary, &[s.text + 8, s.text + 0x48, s.map_type, s.key_type, u64::MAX]);
+            }
+        }
+
+        #[test]
+        fn mutated_stripped_pie_binaries_never_panic(
+            bytes in mutated(elf(&Options { pie: true, ..Options::default() }).bytes),
+        ) {
+            let s = elf(&Options::default());
+            if let Ok(binary) = parse(bytes) {
+                poke(&binary, &[s.text + 8, s.text + 0x88, s.map_type, s.key_type, 0]);
+            }
+        }
+    }
 }

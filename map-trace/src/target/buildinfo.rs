@@ -58,7 +58,10 @@ fn uvarint(buf: &[u8]) -> Option<(u64, usize)> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::{collection::vec, prelude::*};
+
     use super::*;
+    use crate::target::mutate::mutated;
 
     fn blob(version: &str) -> Vec<u8> {
         let mut b = MAGIC.to_vec();
@@ -108,5 +111,37 @@ mod tests {
         assert_eq!(uvarint(&[0x01]), Some((1, 1)));
         assert_eq!(uvarint(&[0xac, 0x02]), Some((300, 2)));
         assert_eq!(uvarint(&[0x80]), None);
+    }
+
+    proptest! {
+        // Cheap cases: many of them still run in well under a second.
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in vec(any::<u8>(), 0..512)) {
+            let _ = version(&bytes);
+            if let Some(at) = find(&bytes) {
+                prop_assert!(at < bytes.len());
+                let _ = version(&bytes[at..]);
+            }
+        }
+
+        #[test]
+        fn mutated_blobs_never_panic(bytes in mutated(blob("go1.24.11 X:noswissmap"))) {
+            let _ = version(&bytes);
+            let _ = find(&bytes);
+        }
+
+        #[test]
+        fn versions_read_back(
+            text in vec(0x20_u8..0x7f, 0..127),
+            lead in (0..8_usize).prop_map(|n| 16 * n),
+        ) {
+            let text = String::from_utf8(text).unwrap();
+            let mut data = vec![0; lead];
+            data.extend_from_slice(&blob(&text));
+            prop_assert_eq!(find(&data), Some(lead));
+            prop_assert_eq!(version(&data[lead..]), Ok(text));
+        }
     }
 }

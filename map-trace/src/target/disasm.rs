@@ -56,8 +56,11 @@ pub fn entry_after_prologue(
                 .next()
                 .transpose()?
                 .ok_or(DisasmError::UnexpectedPrologue(ins.ip()))?;
+            // The body must follow inside the code: a JBE that ends it leaves none to probe.
+            let in_code =
+                u64::try_from(code.len()).is_ok_and(|len| jbe.next_ip().wrapping_sub(addr) < len);
             return match jbe.code() {
-                Code::Jbe_rel8_64 | Code::Jbe_rel32_64 => Ok(jbe.next_ip()),
+                Code::Jbe_rel8_64 | Code::Jbe_rel32_64 if in_code => Ok(jbe.next_ip()),
                 _ => Err(DisasmError::UnexpectedPrologue(ins.ip())),
             };
         }
@@ -83,7 +86,10 @@ pub fn return_sites(code: &[u8], addr: u64) -> Result<Vec<u64>, DisasmError> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::{collection::vec, prelude::*};
+
     use super::*;
+    use crate::target::mutate::mutated;
 
     const BASE: u64 = 0x40_0000;
     const STACKGUARD0: u64 = 0x10;
@@ -139,9 +145,63 @@ mod tests {
     }
 
     #[test]
+    fn prologue_that_ends_the_code_is_refused() {
+        // CMPQ SP,0x10(R14); JBE rel8, and nothing after: a probe there would sit in the
+        // next function.
+        let code = [0x49, 0x3b, 0x66, 0x10, 0x76, 0x20];
+        assert_eq!(
+            entry_after_prologue(&code, BASE, STACKGUARD0),
+            Err(DisasmError::UnexpectedPrologue(BASE))
+        );
+        // The same at the top of the address space, where the next address wraps to 0.
+        let top = u64::MAX - 5;
+        assert_eq!(
+            entry_after_prologue(&code, top, STACKGUARD0),
+            Err(DisasmError::UnexpectedPrologue(top))
+        );
+    }
+
+    #[test]
     fn garbage_is_an_error_not_a_panic() {
         let code = [0x0f, 0xff, 0xff, 0xff];
         assert!(return_sites(&code, BASE).is_err());
         assert!(entry_after_prologue(&[], BASE, STACKGUARD0).is_ok());
+    }
+
+    /// Probe sites are inside the code, or its first byte when nothing could be decoded.
+    fn check_sites(code: &[u8], addr: u64, stackguard0: u64) -> Result<(), TestCaseError> {
+        let inside = |at: u64| at == addr || at.wrapping_sub(addr) < code.len() as u64;
+        if let Ok(entry) = entry_after_prologue(code, addr, stackguard0) {
+            prop_assert!(inside(entry), "entry {entry:#x}");
+        }
+        if let Ok(rets) = return_sites(code, addr) {
+            prop_assert!(rets.iter().all(|&r| inside(r)), "{rets:x?}");
+        }
+        Ok(())
+    }
+
+    proptest! {
+        // Cheap cases: many of them still run in well under a second.
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn arbitrary_code_never_panics(
+            code in vec(any::<u8>(), 0..64),
+            addr in any::<u64>(),
+            stackguard0 in 0..0x40_u64,
+        ) {
+            check_sites(&code, addr, stackguard0)?;
+        }
+
+        #[test]
+        fn mutated_prologues_never_panic(
+            code in mutated(vec![
+                0x4c, 0x8d, 0xa4, 0x24, 0x68, 0xff, 0xff, 0xff, 0x4d, 0x3b, 0x66, 0x10, 0x0f,
+                0x86, 0, 1, 0, 0, 0x55, 0x48, 0x89, 0xe5, 0x5d, 0xc3,
+            ]),
+            addr in prop_oneof![Just(BASE), Just(u64::MAX - 8), any::<u64>()],
+        ) {
+            check_sites(&code, addr, STACKGUARD0)?;
+        }
     }
 }

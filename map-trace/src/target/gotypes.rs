@@ -286,7 +286,10 @@ impl Module {
 mod tests {
     use std::collections::HashMap;
 
+    use proptest::{collection::vec, prelude::*};
+
     use super::*;
+    use crate::target::mutate::mutated;
 
     /// Synthetic memory: one segment at `base`, plus relocations.
     struct Fake {
@@ -481,5 +484,49 @@ mod tests {
             assert_eq!(moduledata_layout(minor), Some(rows[0]));
         }
         assert_eq!(moduledata_layout(20), None);
+    }
+
+    /// Type lookups at `addrs` through `m`: a key type found is in the type section.
+    fn poke(m: &Module, mem: &Fake, addrs: impl Iterator<Item = u64>) {
+        for addr in addrs {
+            let _ = (m.type_name(mem, addr), m.type_kind(mem, addr));
+            if let Some(key) = m.map_key_type(mem, addr) {
+                assert!(m.types <= key && key.checked_add(TYPE_LEN).is_some_and(|e| e <= m.etypes));
+                let _ = m.type_name(mem, key);
+            }
+        }
+    }
+
+    proptest! {
+        // Cheap cases: many of them still run in well under a second.
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn arbitrary_memory_never_panics(
+            bytes in vec(any::<u8>(), 0..1024),
+            words in vec(prop_oneof![BASE..BASE + 1100, any::<u64>()], 8),
+            symbol in proptest::option::of(BASE..BASE + 1024),
+        ) {
+            let mem = Fake { base: BASE, bytes, relocs: HashMap::new() };
+            let found = Module::find(&mem, &MODULEDATA_1_27, words[0], words[1], symbol);
+            let m = found.unwrap_or(Module {
+                text: words[2],
+                types: words[3],
+                etypes: words[4],
+                gofunc: words[5],
+            });
+            poke(&m, &mem, words.iter().copied().chain((BASE..BASE + 256).step_by(8)));
+        }
+
+        #[test]
+        fn mutated_memory_never_panics(
+            bytes in mutated(fake(false).bytes),
+            symbol in proptest::option::of(Just(MD)),
+        ) {
+            let mem = Fake { base: BASE, bytes, relocs: HashMap::new() };
+            if let Ok(m) = Module::find(&mem, &MODULEDATA_1_21, PCLNTAB, FUNCNAMES, symbol) {
+                poke(&m, &mem, (TYPES - 8..TYPES + 0x408).step_by(4));
+            }
+        }
     }
 }

@@ -6,5 +6,7 @@ pub mod buildinfo;
 pub mod disasm;
 pub mod gotypes;
 pub mod launch;
+#[cfg(test)]
+pub(crate) mod mutate;
 pub mod pclntab;
 pub mod process;
