@@ -338,6 +338,9 @@ pub struct Config {
     /// `hashGrow`: same-size), and which bits; mask 0 for none.
     pub variant_offset: u64,
     pub variant_mask: u64,
+    /// Records waiting in the ring buffer, in bytes, from which a new one wakes the reader;
+    /// below it the reader finds them on its own timer.
+    pub wakeup_bytes: u64,
 }
 
 /// `Config::filters`: only keyed events with `Config::key_hash` (others pass).

@@ -17,7 +17,7 @@
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::{BPF_NOEXIST, pt_regs},
+    bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, pt_regs},
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf,
         generated::{self, bpf_get_attach_cookie},
@@ -48,6 +48,7 @@ static CONFIG: Config = Config {
     summary_only: 0,
     variant_offset: 0,
     variant_mask: 0,
+    wakeup_bytes: 0,
 };
 
 /// Default size; user space may resize before load.
@@ -186,8 +187,19 @@ fn finish(event: &mut Event, key: Option<&[u8; KEY_MAX]>) {
 fn emit(event: &mut Event) {
     // SAFETY: plain helper call.
     event.time_ns = unsafe { bpf_ktime_get_ns() };
-    if EVENTS.output::<Event>(event, 0).is_err() {
+    if EVENTS.output::<Event>(event, wakeup()).is_err() {
         count(&LOST, LOST_EVENTS);
+    }
+}
+
+/// Waking the reader for every record would cost an interrupt and a context switch each:
+/// it is woken once a batch has built up, and otherwise reads on its own short timer.
+#[inline(always)]
+fn wakeup() -> u64 {
+    if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= config().wakeup_bytes {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        u64::from(BPF_RB_NO_WAKEUP)
     }
 }
 
@@ -256,7 +268,7 @@ fn emit_keyed(event: &mut Event, key: &[u8; KEY_MAX]) {
         (*record).event = *event;
         (*record).key = *key;
     }
-    entry.submit(0);
+    entry.submit(wakeup());
 }
 
 /// The return addresses at a function's entry, before it pushes a frame: its own at the

@@ -110,6 +110,10 @@ fn ensure_tracefs() -> anyhow::Result<()> {
         })
 }
 
+/// The reader is woken once this fraction of the ring buffer waits to be read (and reads
+/// every [`crate::session::POLL`] anyway): few wakeups under load, far from overflowing.
+const WAKEUP_FRACTION: u32 = 8;
+
 /// What the eBPF programs let through and send, and where the target is loaded.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Settings {
@@ -202,6 +206,7 @@ impl Probes {
             summary_only: u64::from(settings.summary_only),
             variant_offset: layout.header.variant().map_or(0, |(offset, _)| offset),
             variant_mask: layout.header.variant().map_or(0, |(_, mask)| mask),
+            wakeup_bytes: u64::from(settings.ring_buffer_size / WAKEUP_FRACTION),
         };
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)

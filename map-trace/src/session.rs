@@ -328,6 +328,7 @@ impl Ends {
         let start = tokio::time::Instant::now() + first.min(self.rss_interval);
         let mut rss_tick = tokio::time::interval_at(start, self.rss_interval);
         let mut refresh = tokio::time::interval(REFRESH);
+        let mut poll = tokio::time::interval(POLL);
         loop {
             tokio::select! {
                 guard = ring.readable_mut() => {
@@ -346,6 +347,9 @@ impl Ends {
                     if let Some(pid) = rss_of {
                         sink.rss_sample(pid)?;
                     }
+                }
+                _ = poll.tick() => {
+                    sink.drain(ring.get_mut(), BATCH)?;
                 }
                 _ = refresh.tick() => {
                     if sink.refresh()? == Action::Quit {
@@ -378,6 +382,10 @@ const BATCH: usize = 4096;
 
 /// How often the live view redraws and exporters hear the run's status.
 const REFRESH: Duration = Duration::from_millis(250);
+
+/// How often the ring buffer is read without being woken: the eBPF programs wake the
+/// reader only once a batch has built up.
+pub const POLL: Duration = Duration::from_millis(10);
 
 /// Where decoded events go.
 struct Sink {

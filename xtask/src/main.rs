@@ -1,9 +1,10 @@
-//! `cargo xtask <setup|build|test|demo>`: everything from a fresh clone, in one command each.
+//! `cargo xtask <setup|build|test|demo|bench>`: everything from a fresh clone, in one command each.
 //!
 //! Setup installs what the build and the tests need into a cache folder outside git
 //! (`$MAP_TRACE_CACHE`, else `$XDG_CACHE_HOME/map-trace`, else `~/.cache/map-trace`), and is
 //! idempotent: on a ready machine it only checks.
 
+mod bench;
 mod setup;
 
 use std::{
@@ -38,8 +39,17 @@ enum Task {
     /// Set up, build, start the bundled demo Go program, trace it a few seconds, print the summary
     Demo {
         /// Seconds to trace
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 10)]
         seconds: u64,
+    },
+    /// Set up, build, and measure what tracing costs a Go program, mode by mode, side by side; writes docs/performance.md (needs root)
+    Bench {
+        /// Rounds of every mode; medians over them are reported
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+        rounds: u64,
+        /// Map operations per run of the benchmark program
+        #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u32).range(1000..=100_000_000))]
+        ops: u32,
     },
 }
 
@@ -61,6 +71,7 @@ fn run_task(cli: Cli) -> anyhow::Result<()> {
         Task::Build => build(&root, &tools).map(|_| ()),
         Task::Test { args } => test(&root, &tools, &args),
         Task::Demo { seconds } => demo(&root, &tools, seconds),
+        Task::Bench { rounds, ops } => bench::bench(&root, &tools, rounds, ops),
     }
 }
 
@@ -144,7 +155,7 @@ fn demo(root: &Path, tools: &Tools, seconds: u64) -> anyhow::Result<()> {
     // Let it get going, so the trace shows a program already in its steady state.
     std::thread::sleep(Duration::from_millis(300));
     println!(
-        "tracing the demo program (pid {}) for {seconds} s; every event goes to {}",
+        "tracing the demo program (pid {}) for {seconds} s (on a terminal: live view, q ends it early); every event goes to {}",
         program.id(),
         csv.display()
     );
