@@ -341,11 +341,11 @@ mod tests {
     #[test]
     fn ranks_call_sites_and_names_the_type() {
         let site = |line| {
-            Some(Arc::new(CallSite {
-                function: "main.fill".into(),
-                file: "/src/main.go".into(),
+            Some(Arc::new(CallSite::new(
+                "main.fill".into(),
+                "/src/main.go".into(),
                 line,
-            }))
+            )))
         };
         let event = |kind, line, ns| TraceEvent {
             caller: site(line),

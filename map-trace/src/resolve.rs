@@ -19,13 +19,26 @@ pub struct CallSite {
     pub function: String,
     pub file: String,
     pub line: u32,
+    /// `file:line`, made once: every event from here exports it.
+    location: String,
 }
 
 impl CallSite {
+    #[must_use]
+    pub fn new(function: String, file: String, line: u32) -> Self {
+        let location = format!("{file}:{line}");
+        Self {
+            function,
+            file,
+            line,
+            location,
+        }
+    }
+
     /// `file:line`.
     #[must_use]
-    pub fn location(&self) -> String {
-        format!("{}:{}", self.file, self.line)
+    pub fn location(&self) -> &str {
+        &self.location
     }
 
     /// `file:line` with the file's base name only, for narrow displays.
@@ -113,11 +126,11 @@ impl Resolver {
             .or_insert_with(|| {
                 let frames = binary.symbolize(pc.checked_sub(bias)?);
                 let frame = frames.into_iter().find(|f| !is_runtime(&f.function))?;
-                Some(Arc::new(CallSite {
-                    function: frame.function,
-                    file: frame.file,
-                    line: frame.line,
-                }))
+                Some(Arc::new(CallSite::new(
+                    frame.function,
+                    frame.file,
+                    frame.line,
+                )))
             })
             .clone()
     }
@@ -265,11 +278,7 @@ mod tests {
 
     #[test]
     fn call_sites_read_well() {
-        let site = CallSite {
-            function: "main.(*Cache).Put".into(),
-            file: "/src/app/cache.go".into(),
-            line: 42,
-        };
+        let site = CallSite::new("main.(*Cache).Put".into(), "/src/app/cache.go".into(), 42);
         assert_eq!(site.to_string(), "main.(*Cache).Put cache.go:42");
         assert_eq!(site.location(), "/src/app/cache.go:42");
         assert!(is_runtime("runtime.mapassign_faststr"));

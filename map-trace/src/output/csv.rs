@@ -67,11 +67,11 @@ mod tests {
                 tid: 101,
                 goid: Some(9),
                 key_hash: Some(0xe71f_a219_0541_574b),
-                caller: Some(std::sync::Arc::new(CallSite {
-                    function: "main.F[go.shape.int,go.shape.string]".into(),
-                    file: "/src/main.go".into(),
-                    line: 7,
-                })),
+                caller: Some(std::sync::Arc::new(CallSite::new(
+                    "main.F[go.shape.int,go.shape.string]".into(),
+                    "/src/main.go".into(),
+                    7,
+                ))),
                 map_type: Some("map[string]*main.Session".into()),
                 ..TraceEvent::sample(EventKind::Assign, 0x00c0_000a_b0c0, Some(3))
             };

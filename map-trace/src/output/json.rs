@@ -53,11 +53,11 @@ mod tests {
                 tid: 101,
                 goid: Some(9),
                 key_hash: Some(0xe71f_a219_0541_574b),
-                caller: Some(Arc::new(CallSite {
-                    function: "main.F[go.shape.int,go.shape.string]".into(),
-                    file: "/src/main.go".into(),
-                    line: 7,
-                })),
+                caller: Some(Arc::new(CallSite::new(
+                    "main.F[go.shape.int,go.shape.string]".into(),
+                    "/src/main.go".into(),
+                    7,
+                ))),
                 map_type: Some("map[string]*main.Session".into()),
                 key: Some("user,\"42\"".into()),
                 ..TraceEvent::sample(EventKind::Assign, 0x00c0_000a_b0c0, Some(3))

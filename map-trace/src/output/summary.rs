@@ -300,11 +300,11 @@ mod tests {
 
         use crate::resolve::CallSite;
         let site = |function: &str, line| {
-            Some(Arc::new(CallSite {
-                function: function.into(),
-                file: "/src/app/main.go".into(),
+            Some(Arc::new(CallSite::new(
+                function.into(),
+                "/src/app/main.go".into(),
                 line,
-            }))
+            )))
         };
         let mut agg = Aggregate::default();
         for (kind, caller, ns) in [
