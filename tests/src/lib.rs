@@ -592,10 +592,11 @@ pub fn assert_one_error_line(f: &Finished, mentions: &str) {
     );
 }
 
-/// Member offsets of the named structs in `bin`'s DWARF: struct name → member → offset.
-/// Go compresses its debug sections; `object` inflates them.
-#[must_use]
-pub fn dwarf_struct_offsets(bin: &Path, names: &[&str]) -> HashMap<String, HashMap<String, u64>> {
+/// Runs `f` on `bin`'s DWARF. Go compresses its debug sections; `object` inflates them.
+fn with_dwarf<R>(
+    bin: &Path,
+    f: impl FnOnce(&gimli::Dwarf<gimli::EndianSlice<'_, gimli::LittleEndian>>) -> R,
+) -> R {
     use object::{Object as _, ObjectSection as _};
     let data = std::fs::read(bin).expect("read binary");
     let file = object::File::parse(&*data).expect("parse ELF");
@@ -607,41 +608,50 @@ pub fn dwarf_struct_offsets(bin: &Path, names: &[&str]) -> HashMap<String, HashM
     })
     .expect("DWARF sections");
     let dwarf = sections.borrow(|s| gimli::EndianSlice::new(s, gimli::LittleEndian));
-    let mut found: HashMap<String, HashMap<String, u64>> = HashMap::new();
-    let mut units = dwarf.units();
-    while let Some(header) = units.next().expect("unit header") {
-        let unit = dwarf.unit(header).expect("unit");
-        let mut cursor = unit.entries();
-        // (struct name, its depth) while inside a wanted struct.
-        let mut inside: Option<(String, isize)> = None;
-        while let Some(entry) = cursor.next_dfs().expect("DIE") {
-            let depth = entry.depth();
-            if inside.as_ref().is_some_and(|(_, d)| depth <= *d) {
-                inside = None;
-            }
-            let name = entry
-                .attr_value(gimli::DW_AT_name)
-                .and_then(|v| dwarf.attr_string(&unit, v).ok())
-                .map(|s| s.to_string_lossy().into_owned());
-            match (entry.tag(), name, &inside) {
-                (gimli::DW_TAG_structure_type, Some(n), None)
-                    if names.contains(&n.as_str()) && !found.contains_key(&n) =>
-                {
-                    found.insert(n.clone(), HashMap::new());
-                    inside = Some((n, depth));
+    f(&dwarf)
+}
+
+/// Member offsets of the named structs in `bin`'s DWARF: struct name → member → offset.
+/// Go compresses its debug sections; `object` inflates them.
+#[must_use]
+pub fn dwarf_struct_offsets(bin: &Path, names: &[&str]) -> HashMap<String, HashMap<String, u64>> {
+    with_dwarf(bin, |dwarf| {
+        let mut found: HashMap<String, HashMap<String, u64>> = HashMap::new();
+        let mut units = dwarf.units();
+        while let Some(header) = units.next().expect("unit header") {
+            let unit = dwarf.unit(header).expect("unit");
+            let mut cursor = unit.entries();
+            // (struct name, its depth) while inside a wanted struct.
+            let mut inside: Option<(String, isize)> = None;
+            while let Some(entry) = cursor.next_dfs().expect("DIE") {
+                let depth = entry.depth();
+                if inside.as_ref().is_some_and(|(_, d)| depth <= *d) {
+                    inside = None;
                 }
-                (gimli::DW_TAG_member, Some(member), Some((s, d))) if depth == d + 1 => {
-                    let offset = entry
-                        .attr_value(gimli::DW_AT_data_member_location)
-                        .and_then(|v| v.udata_value())
-                        .expect("member offset");
-                    found.get_mut(s).expect("struct").insert(member, offset);
+                let name = entry
+                    .attr_value(gimli::DW_AT_name)
+                    .and_then(|v| dwarf.attr_string(&unit, v).ok())
+                    .map(|s| s.to_string_lossy().into_owned());
+                match (entry.tag(), name, &inside) {
+                    (gimli::DW_TAG_structure_type, Some(n), None)
+                        if names.contains(&n.as_str()) && !found.contains_key(&n) =>
+                    {
+                        found.insert(n.clone(), HashMap::new());
+                        inside = Some((n, depth));
+                    }
+                    (gimli::DW_TAG_member, Some(member), Some((s, d))) if depth == d + 1 => {
+                        let offset = entry
+                            .attr_value(gimli::DW_AT_data_member_location)
+                            .and_then(|v| v.udata_value())
+                            .expect("member offset");
+                        found.get_mut(s).expect("struct").insert(member, offset);
+                    }
+                    _ => {}
                 }
-                _ => {}
             }
         }
-    }
-    found
+        found
+    })
 }
 
 /// Where the runtime type descriptors of the named Go types are, as offsets from
@@ -649,44 +659,36 @@ pub fn dwarf_struct_offsets(bin: &Path, names: &[&str]) -> HashMap<String, HashM
 /// DWARF entry.
 #[must_use]
 pub fn dwarf_runtime_types(bin: &Path, names: &[&str]) -> HashMap<String, u64> {
-    use object::{Object as _, ObjectSection as _};
     const DW_AT_GO_RUNTIME_TYPE: gimli::DwAt = gimli::DwAt(0x2904);
-    let data = std::fs::read(bin).expect("read binary");
-    let file = object::File::parse(&*data).expect("parse ELF");
-    let sections = gimli::DwarfSections::load(|id| {
-        file.section_by_name(id.name())
-            .map(|s| s.uncompressed_data())
-            .transpose()
-            .map(Option::unwrap_or_default)
-    })
-    .expect("DWARF sections");
-    let dwarf = sections.borrow(|s| gimli::EndianSlice::new(s, gimli::LittleEndian));
-    let mut found = HashMap::new();
-    let mut units = dwarf.units();
-    while let Some(header) = units.next().expect("unit header") {
-        let unit = dwarf.unit(header).expect("unit");
-        let mut cursor = unit.entries();
-        while let Some(entry) = cursor.next_dfs().expect("DIE") {
-            let Some(name) = entry
-                .attr_value(gimli::DW_AT_name)
-                .and_then(|v| dwarf.attr_string(&unit, v).ok())
-                .map(|s| s.to_string_lossy().into_owned())
-                .filter(|n| names.contains(&n.as_str()))
-            else {
-                continue;
-            };
-            if let Some(offset) = entry
-                .attr_value(DW_AT_GO_RUNTIME_TYPE)
-                .and_then(|v| match v {
-                    gimli::AttributeValue::Addr(offset) => Some(offset),
-                    other => other.udata_value(),
-                })
-            {
-                found.insert(name, offset);
+    with_dwarf(bin, |dwarf| {
+        let mut found = HashMap::new();
+        let mut units = dwarf.units();
+        while let Some(header) = units.next().expect("unit header") {
+            let unit = dwarf.unit(header).expect("unit");
+            let mut cursor = unit.entries();
+            while let Some(entry) = cursor.next_dfs().expect("DIE") {
+                let Some(name) = entry
+                    .attr_value(gimli::DW_AT_name)
+                    .and_then(|v| dwarf.attr_string(&unit, v).ok())
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .filter(|n| names.contains(&n.as_str()))
+                else {
+                    continue;
+                };
+                if let Some(offset) =
+                    entry
+                        .attr_value(DW_AT_GO_RUNTIME_TYPE)
+                        .and_then(|v| match v {
+                            gimli::AttributeValue::Addr(offset) => Some(offset),
+                            other => other.udata_value(),
+                        })
+                {
+                    found.insert(name, offset);
+                }
             }
         }
-    }
-    found
+        found
+    })
 }
 
 /// map-trace running a Go program through `--`, with the CSV and the program's JSON
