@@ -483,6 +483,10 @@ impl Layout {
     }
 }
 
+/// The key's `*abi.Type` in a map type: `MapType.Key`, `OldMapType.Key` and
+/// `SwissMapType.Key` alike, in every release (checked against DWARF).
+pub const MAP_TYPE_KEY: u64 = 48;
+
 const fn classic(
     minors: RangeInclusive<u32>,
     goid_offset: u64,
@@ -495,7 +499,7 @@ const fn classic(
         functions: [MAP_OPS, CLASSIC_GROWTH, RUNTIME_GC],
         stackguard0_offset: 0x10,
         goid_offset,
-        map_type_key_offset: 48,
+        map_type_key_offset: MAP_TYPE_KEY,
         type_size_offset: 0,
         numgc_offset,
         header: CLASSIC_HEADER,
@@ -515,7 +519,7 @@ const fn swiss(
         functions: [MAP_OPS, SWISS_GROWTH, RUNTIME_GC],
         stackguard0_offset: 0x10,
         goid_offset,
-        map_type_key_offset: 48,
+        map_type_key_offset: MAP_TYPE_KEY,
         type_size_offset: 0,
         numgc_offset,
         header: SWISS_HEADER,

@@ -21,7 +21,7 @@ use integration_tests::{
 };
 use map_trace::{
     cli::EventSet,
-    goruntime::{Flavour, GoVersion, Runtime, detect_flavour},
+    goruntime::{self, Flavour, GoVersion, Runtime, detect_flavour},
     plan::{self, Role},
     target::{
         binary::{Frame, GoBinary},
@@ -708,7 +708,7 @@ fn moduledata_and_type_offsets_match_dwarf() {
             .collect();
         assert!(!present.is_empty(), "{v:?}");
         for m in present {
-            assert_eq!(field(m, "Key"), gotypes::MAP_TYPE_KEY, "{v:?} {m}");
+            assert_eq!(field(m, "Key"), goruntime::MAP_TYPE_KEY, "{v:?} {m}");
         }
     }
 }

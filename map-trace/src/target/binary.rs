@@ -508,10 +508,11 @@ fn relative_relocations(file: &object::File<'_>) -> HashMap<u64, u64> {
 /// A small Go 1.26 executable made in memory, for unit tests here and in the probe planner.
 #[cfg(test)]
 pub(crate) mod testing {
+    use crate::goruntime::MAP_TYPE_KEY;
     use crate::target::{
         gotypes::{
-            Kind, MAP_TYPE_KEY, MODULEDATA_1_21, MODULEDATA_FUNCNAMETAB, MODULEDATA_PCHEADER,
-            TYPE_KIND, TYPE_STR, TYPE_TFLAG,
+            Kind, MODULEDATA_1_21, MODULEDATA_FUNCNAMETAB, MODULEDATA_PCHEADER, TYPE_KIND,
+            TYPE_STR, TYPE_TFLAG,
         },
         pclntab::{
             Pclntab,

@@ -8,7 +8,7 @@
 use thiserror::Error;
 
 use super::pclntab::uvarint;
-use crate::goruntime::LAYOUTS;
+use crate::goruntime::{LAYOUTS, MAP_TYPE_KEY};
 
 /// Byte offsets in `runtime.moduledata` of the fields map-trace reads (checked against DWARF
 /// for every supported release by the integration tests).
@@ -61,9 +61,6 @@ const TYPE_LEN: u64 = 48;
 const TFLAG_EXTRA_STAR: u8 = 2;
 /// `abi.KindMask`: the low 5 bits of `Kind_` (1.21–1.26 keep flags above them).
 const KIND_MASK: u8 = 0x1f;
-/// The key's `*abi.Type` in a map type: `MapType.Key`, `OldMapType.Key` and
-/// `SwissMapType.Key` alike, in every release.
-pub const MAP_TYPE_KEY: u64 = 48;
 
 /// `abi.Kind`: what kind of type a type descriptor describes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
