@@ -354,6 +354,19 @@ pub fn assert_events_match(report: &Report, rows: &[Row], pid: u32) {
     }
 }
 
+/// The target must still run normally after map-trace refused it: not stopped, and it
+/// completes when told to.
+pub fn assert_untouched(mut program: Program, limit: Duration) {
+    let state = program.state();
+    assert!(state == 'S' || state == 'R', "target state {state}");
+    program.proceed();
+    let (status, _) = program.finish(limit);
+    assert!(
+        status.success(),
+        "target failed after map-trace refused it: {status}"
+    );
+}
+
 /// A Go program started by a test, killed if the test ends first.
 pub struct Program {
     pub child: Child,

@@ -14,23 +14,11 @@ use std::{
 };
 
 use integration_tests::{
-    GO_CLASSIC, GO_SWISS, Program, Tracer, assert_one_error_line, build_go, map_trace_bin,
-    run_map_trace,
+    GO_CLASSIC, GO_SWISS, Program, Tracer, assert_one_error_line, assert_untouched, build_go,
+    map_trace_bin, run_map_trace,
 };
 
 const LIMIT: Duration = Duration::from_mins(1);
-
-/// The target must still run normally: not stopped, and it completes when told to.
-fn assert_untouched(mut program: Program) {
-    let state = program.state();
-    assert!(state == 'S' || state == 'R', "target state {state}");
-    program.proceed();
-    let (status, _) = program.finish(LIMIT);
-    assert!(
-        status.success(),
-        "target failed after map-trace refused it: {status}"
-    );
-}
 
 #[test]
 fn nonexistent_pid() {
@@ -92,7 +80,7 @@ fn go_older_than_supported() {
         &f,
         "built with go1.19.13; map-trace supports Go 1.21 to 1.27",
     );
-    assert_untouched(program);
+    assert_untouched(program, LIMIT);
 }
 
 #[test]
@@ -105,7 +93,7 @@ fn binary_without_the_map_functions_asked_for() {
         LIMIT,
     );
     assert_one_error_line(&f, "contains none of the runtime's map functions");
-    assert_untouched(program);
+    assert_untouched(program, LIMIT);
 }
 
 #[test]
@@ -129,7 +117,7 @@ fn not_root() {
     let f = tracer.finish(LIMIT);
     let _ = std::fs::remove_file(&bin);
     assert_one_error_line(&f, "CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE");
-    assert_untouched(program);
+    assert_untouched(program, LIMIT);
 }
 
 #[test]
@@ -166,7 +154,7 @@ fn unwritable_csv_is_refused_before_attaching() {
     );
     assert_one_error_line(&f, "cannot write CSV to /nonexistent-dir/events.csv");
     assert!(!f.stderr[0].contains("attached"));
-    assert_untouched(program);
+    assert_untouched(program, LIMIT);
 }
 
 #[test]
@@ -223,5 +211,5 @@ fn full_csv_device_is_refused_before_attaching() {
     );
     assert_one_error_line(&f, "No space left on device");
     assert!(!f.stderr.iter().any(|l| l.contains("attached")));
-    assert_untouched(program);
+    assert_untouched(program, LIMIT);
 }
