@@ -8,7 +8,7 @@ use aya::{
     maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
         KProbe, Program, ProgramError, TracePoint, UProbe,
-        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
     },
 };
 use map_trace_common::{
@@ -135,6 +135,8 @@ pub struct Settings {
 pub struct Probes {
     ebpf: Ebpf,
     attached: usize,
+    /// Every uprobe link, by program: removed one at a time at the end.
+    links: Vec<(&'static str, UProbeLinkId)>,
 }
 
 /// The kernel-side counters that outlive the probes.
@@ -214,7 +216,7 @@ impl Probes {
             .load(EBPF_OBJECT)
             .context("loading the eBPF programs (does the kernel support BPF ring buffers?)")?;
         let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).context("pid 0")?);
-        let mut attached = 0;
+        let mut links = Vec::new();
         // Returns before entries: a call that begins while attaching is either seen whole
         // or its return is counted as an orphan, never entered without its exits.
         for role in [Role::Op, Role::Gc, Role::Return, Role::Entry] {
@@ -226,15 +228,16 @@ impl Probes {
                     location: UProbeAttachLocation::AbsoluteOffset(point.file_offset),
                     cookie: Some(point.cookie.encode()),
                 };
-                program.attach(at, binary, scope).with_context(|| {
+                let link = program.attach(at, binary, scope).with_context(|| {
                     format!(
                         "attaching a uprobe to {} at {:#x}",
                         point.function.symbol, point.addr
                     )
                 })?;
-                attached += 1;
+                links.push((name, link));
             }
         }
+        let mut attached = links.len();
         // Every madvise program is loaded, so both paths pass the verifier on any kernel;
         // only the chosen one is attached.
         for name in MADVISE_PROGRAMS {
@@ -269,7 +272,11 @@ impl Probes {
             }
             None => {}
         }
-        Ok(Self { ebpf, attached })
+        Ok(Self {
+            ebpf,
+            attached,
+            links,
+        })
     }
 
     /// Uprobes, kprobes and tracepoints attached.
@@ -307,7 +314,21 @@ impl Probes {
 
     /// Removes every probe, entries first and returns last so calls in flight can still
     /// finish; maps already taken stay readable for draining.
-    pub fn detach(mut self) -> anyhow::Result<()> {
+    ///
+    /// Removing a uprobe takes the kernel about 0.1 s, and the probes still in place keep
+    /// producing events meanwhile: `drain` runs after each removal, so they never pile up
+    /// in the ring buffer.
+    pub fn detach(mut self, mut drain: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<()> {
+        let order = [Role::Entry, Role::Gc, Role::Op, Role::Return].map(program_name);
+        for name in order {
+            let program: &mut UProbe = program(&mut self.ebpf, name)?.try_into()?;
+            for (_, link) in self.links.extract_if(.., |(of, _)| *of == name) {
+                program
+                    .detach(link)
+                    .with_context(|| format!("removing a {name} probe"))?;
+                drain()?;
+            }
+        }
         let first = [Role::Entry, Role::Gc, Role::Op].map(program_name);
         let last = [program_name(Role::Return)];
         for name in first.iter().chain(&MADVISE_PROGRAMS).chain(&last) {

@@ -211,8 +211,9 @@ impl Job<'_> {
             eprintln!("stopping: removing {attached} probes");
         }
         // Nothing new can arrive once the probes are gone; then take what is left.
-        probes.detach()?;
-        sink.drain(ring.get_mut(), usize::MAX)?;
+        let ring = ring.get_mut();
+        probes.detach(|| sink.drain(ring, usize::MAX).map(drop))?;
+        sink.drain(ring, usize::MAX)?;
         sink.read_kernel_totals()?;
         let status = sink.status()?;
         for exporter in &mut sink.exporters {
