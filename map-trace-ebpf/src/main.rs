@@ -15,15 +15,17 @@
     reason = "helpers are inlined into the programs the verifier checks"
 )]
 
+use core::{ffi::c_void, mem::MaybeUninit};
+
 use aya_ebpf::{
     EbpfContext as _,
     bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, pt_regs},
     helpers::{
-        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf,
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
         generated::{self, bpf_get_attach_cookie},
     },
     macros::{kprobe, kretprobe, map, tracepoint, uprobe},
-    maps::{LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, ring_buf::RingBufEntry},
     programs::{ProbeContext, RetProbeContext, TracePointContext},
 };
 use map_trace_common::{
@@ -95,35 +97,29 @@ struct Pending {
 #[map]
 static PENDING: LruHashMap<CallKey, Pending> = LruHashMap::with_max_entries(16384, 0);
 
-#[inline(always)]
-fn config() -> Config {
-    // SAFETY: read through a volatile load so the compiler does not fold the zero initialiser.
-    unsafe { core::ptr::read_volatile(&raw const CONFIG) }
+/// One field of [`CONFIG`]. Field by field, so a program loads (and keeps on its stack) only
+/// what it uses; volatile, so the compiler does not fold the zero initialiser. The verifier
+/// knows the frozen values and drops the branches they rule out.
+macro_rules! config {
+    ($field:ident) => {{
+        #[allow(unused_unsafe, reason = "also used inside unsafe blocks")]
+        // SAFETY: a plain load of an immutable global.
+        let value = unsafe { core::ptr::read_volatile(&raw const CONFIG.$field) };
+        value
+    }};
 }
 
-/// This process's hit, with its decoded cookie; `None` for other processes.
+/// This process's hit: its pid/tgid, event kind and decoded cookie; `None` for other
+/// processes, before anything else is done.
 #[inline(always)]
-fn start(ctx: &ProbeContext, cfg: &Config) -> Option<(Event, ProbeCookie, Regs)> {
+fn start(ctx: &ProbeContext) -> Option<(u64, u8, ProbeCookie)> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    #[expect(clippy::cast_possible_truncation, reason = "upper half is the tgid")]
-    let (tgid, thread) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
-    if tgid != cfg.tgid {
+    if pid_tgid >> 32 != u64::from(config!(tgid)) {
         return None;
     }
     // SAFETY: the helper only reads the cookie of the running program.
     let (kind, cookie) = ProbeCookie::decode(unsafe { bpf_get_attach_cookie(ctx.as_ptr()) });
-    let regs = Regs::read(ctx.regs);
-    let mut event = Event::ZERO;
-    event.pid = tgid;
-    event.tid = thread;
-    event.kind = kind;
-    event.function = cookie.function;
-    // SAFETY: reading the goroutine through the faulting-safe helper.
-    if let Ok(goid) = unsafe { bpf_probe_read_user((regs.r14 + cfg.goid_offset) as *const u64) } {
-        event.goid = goid;
-        event.flags |= FLAG_GOID;
-    }
-    Some((event, cookie, regs))
+    Some((pid_tgid, kind, cookie))
 }
 
 /// The argument registers and g, copied out of the context.
@@ -168,39 +164,168 @@ impl Regs {
     }
 }
 
-/// Copies the map header into the event, then emits it (with the key's bytes, if given).
-#[inline(always)]
-fn finish(event: &mut Event, key: Option<&[u8; KEY_MAX]>) {
-    // SAFETY: reading user memory through the faulting-safe helper.
-    if let Ok(header) = unsafe { bpf_probe_read_user(event.map as *const [u8; HEADER_BYTES]) } {
-        event.header = header;
-        event.flags |= FLAG_HEADER;
+/// Reserved ring-buffer memory is not cleared: a record's writer sets every field of it,
+/// each once, in place (no copy of the record on the small stack). What comes from the
+/// target's memory is read onto the stack and stored from there: a helper reading straight
+/// into the ring buffer's pages (vmalloc memory: hardened usercopy looks up its area, under
+/// a global lock, on each read) made `map_op` take 1.7 times as long on 6.18. The plain
+/// fields:
+struct Head {
+    pid_tgid: u64,
+    kind: u8,
+    function: u16,
+    map: u64,
+    key_hash: u64,
+    key_len: u16,
+    duration_ns: u64,
+    detail: u64,
+    addr: u64,
+    len: u64,
+    result: i64,
+    map_type: u64,
+}
+
+impl Head {
+    /// A record of `kind` with nothing but its thread.
+    #[inline(always)]
+    const fn new(pid_tgid: u64, kind: u8) -> Self {
+        Self {
+            pid_tgid,
+            kind,
+            function: 0,
+            map: 0,
+            key_hash: 0,
+            key_len: 0,
+            duration_ns: 0,
+            detail: 0,
+            addr: 0,
+            len: 0,
+            result: 0,
+            map_type: 0,
+        }
     }
-    match key {
-        Some(key) => emit_keyed(event, key),
-        None => emit(event),
+
+    /// Writes the plain fields and `flags` at `rec`, stamped with the time now.
+    ///
+    /// # Safety
+    /// `rec` is a reserved, writable record.
+    #[inline(always)]
+    unsafe fn put(&self, rec: *mut Event, flags: u8) {
+        // SAFETY: plain integer stores into the caller's record.
+        unsafe {
+            (*rec).time_ns = bpf_ktime_get_ns();
+            (*rec).map = self.map;
+            (*rec).key_hash = self.key_hash;
+            (*rec).duration_ns = self.duration_ns;
+            (*rec).detail = self.detail;
+            (*rec).addr = self.addr;
+            (*rec).len = self.len;
+            (*rec).result = self.result;
+            (*rec).map_type = self.map_type;
+            #[expect(clippy::cast_possible_truncation, reason = "tgid and tid halves")]
+            {
+                (*rec).pid = (self.pid_tgid >> 32) as u32;
+                (*rec).tid = self.pid_tgid as u32;
+            }
+            (*rec).function = self.function;
+            (*rec).kind = self.kind;
+            (*rec).flags = flags;
+            (*rec).key_len = self.key_len;
+            (*rec).pad = [0; 2];
+        }
     }
 }
 
-/// Stamps the time and writes the event to the ring buffer, counting it lost if full.
+/// Reads the goroutine's id into `rec` (0 if unreadable); its flag if read.
+///
+/// # Safety
+/// `rec` is a reserved, writable record.
 #[inline(always)]
-fn emit(event: &mut Event) {
-    // SAFETY: plain helper call.
-    event.time_ns = unsafe { bpf_ktime_get_ns() };
-    if EVENTS.output::<Event>(event, wakeup()).is_err() {
+unsafe fn put_goid(rec: *mut Event, g: u64) -> u8 {
+    // SAFETY: reading user memory through the faulting-safe helper.
+    let goid = unsafe { bpf_probe_read_user((g + config!(goid_offset)) as *const u64) };
+    // SAFETY: a store into the caller's record.
+    unsafe { (*rec).goid = goid.unwrap_or(0) };
+    if goid.is_ok() { FLAG_GOID } else { 0 }
+}
+
+/// Reads the map header into `rec` (zeros if unreadable); its flag if read.
+///
+/// # Safety
+/// `rec` is a reserved, writable record.
+#[inline(always)]
+unsafe fn put_header(rec: *mut Event, map: u64) -> u8 {
+    let header = read_header(map);
+    // SAFETY: a store into the caller's record, whose header is 8-aligned.
+    unsafe { header_words(&raw mut (*rec).header).write(header.unwrap_or([0; HEADER_WORDS])) };
+    if header.is_ok() { FLAG_HEADER } else { 0 }
+}
+
+const HEADER_WORDS: usize = HEADER_BYTES / 8;
+
+/// A map header, read as words: as bytes it would be copied byte by byte.
+#[inline(always)]
+fn read_header(map: u64) -> Result<[u64; HEADER_WORDS], i32> {
+    // SAFETY: reading user memory through the faulting-safe helper.
+    unsafe { bpf_probe_read_user(map as *const [u64; HEADER_WORDS]) }
+}
+
+/// A header field, to be written as words (both records keep it at a multiple of 8).
+#[inline(always)]
+const fn header_words(header: *mut [u8; HEADER_BYTES]) -> *mut [u64; HEADER_WORDS] {
+    header.cast()
+}
+
+/// Writes into `stack` the return addresses at a function's entry, before it pushes a
+/// frame: its own at the stack pointer, then its callers' along the frame-pointer chain Go
+/// keeps on amd64; 0 past the end. Its flag if the first was read.
+///
+/// # Safety
+/// `stack` is writable (a reserved record's, or a pending call's on the stack).
+#[inline(always)]
+unsafe fn put_stack(stack: *mut [u64; STACK_DEPTH], regs: &Regs) -> u8 {
+    let slots = stack.cast::<u64>();
+    // SAFETY: reading user memory through the faulting-safe helper.
+    let first = unsafe { bpf_probe_read_user(regs.rsp as *const u64) };
+    // SAFETY: the first slot of the caller's array.
+    unsafe { slots.write(first.unwrap_or(0)) };
+    let mut frame = if first.is_ok() { regs.rbp } else { 0 };
+    for i in 1..STACK_DEPTH {
+        let mut ret = 0;
+        if frame != 0 {
+            // SAFETY: as above; a frame is the saved frame pointer, then the return address.
+            match unsafe { bpf_probe_read_user(frame as *const [u64; 2]) } {
+                Ok([next, at]) => (frame, ret) = (next, at),
+                Err(_) => frame = 0,
+            }
+        }
+        // SAFETY: `i` is within the array.
+        unsafe { slots.add(i).write(ret) };
+    }
+    if first.is_ok() { FLAG_STACK } else { 0 }
+}
+
+/// Submits a written record, waking the reader only for a batch: waking it for every
+/// record would cost an interrupt and a context switch each; below the mark it reads on
+/// its own short timer.
+#[inline(always)]
+fn submit<T>(entry: RingBufEntry<T>) {
+    let flags = if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= config!(wakeup_bytes) {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    entry.submit(u64::from(flags));
+}
+
+/// Reserves a record of `T`, counting it lost if the ring buffer is full.
+#[inline(always)]
+fn reserve<T: 'static>() -> Option<RingBufEntry<T>> {
+    let entry = EVENTS.reserve::<T>(0);
+    if entry.is_none() {
         count(&LOST, LOST_EVENTS);
     }
-}
-
-/// Waking the reader for every record would cost an interrupt and a context switch each:
-/// it is woken once a batch has built up, and otherwise reads on its own short timer.
-#[inline(always)]
-fn wakeup() -> u64 {
-    if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= config().wakeup_bytes {
-        u64::from(BPF_RB_FORCE_WAKEUP)
-    } else {
-        u64::from(BPF_RB_NO_WAKEUP)
-    }
+    entry
 }
 
 /// `--summary-only`: counts a call (with its duration, for timed calls) under its map and
@@ -248,49 +373,9 @@ fn tally(key: &TotalsKey, duration_ns: Option<u64>, map_type: u64) {
             {
                 HEADER_BYTES as u32
             },
-            key.map as *const core::ffi::c_void,
+            key.map as *const c_void,
         );
     }
-}
-
-/// [`emit`] for a record that also carries the key's bytes.
-#[inline(always)]
-fn emit_keyed(event: &mut Event, key: &[u8; KEY_MAX]) {
-    // SAFETY: plain helper call.
-    event.time_ns = unsafe { bpf_ktime_get_ns() };
-    let Some(mut entry) = EVENTS.reserve::<KeyedEvent>(0) else {
-        count(&LOST, LOST_EVENTS);
-        return;
-    };
-    let record = entry.as_mut_ptr();
-    // SAFETY: `record` is the reserved, writable record; both fields are plain bytes.
-    unsafe {
-        (*record).event = *event;
-        (*record).key = *key;
-    }
-    entry.submit(wakeup());
-}
-
-/// The return addresses at a function's entry, before it pushes a frame: its own at the
-/// stack pointer, then its callers' along the frame-pointer chain Go keeps on amd64.
-#[inline(always)]
-fn return_addresses(regs: &Regs) -> Option<[u64; STACK_DEPTH]> {
-    let mut stack = [0_u64; STACK_DEPTH];
-    // SAFETY: reading user memory through the faulting-safe helper.
-    stack[0] = unsafe { bpf_probe_read_user(regs.rsp as *const u64) }.ok()?;
-    let mut frame = regs.rbp;
-    for slot in stack.iter_mut().skip(1) {
-        if frame == 0 {
-            break;
-        }
-        // SAFETY: as above; a frame is the saved frame pointer, then the return address.
-        let Ok([next, ret]) = (unsafe { bpf_probe_read_user(frame as *const [u64; 2]) }) else {
-            break;
-        };
-        *slot = ret;
-        frame = next;
-    }
-    Some(stack)
 }
 
 #[inline(always)]
@@ -307,57 +392,91 @@ fn count(array: &PerCpuArray<u64>, slot: u32) {
     reason = "the signature aya's macro expects"
 )]
 pub fn map_op(ctx: ProbeContext) -> u32 {
-    let cfg = config();
-    let Some((mut event, cookie, regs)) = start(&ctx, &cfg) else {
+    let Some((pid_tgid, kind, cookie)) = start(&ctx) else {
         return 0;
     };
-    event.map = regs.get(cookie.map);
-    if !map_wanted(&cfg, event.map) {
+    let regs = Regs::read(ctx.regs);
+    let map = regs.get(cookie.map);
+    if !map_wanted(map) {
         return 0;
     }
-    let mut key = [0_u8; KEY_MAX];
-    let mut keyed = false;
-    if let Some(len) = read_key(cookie.key, &regs, &cfg, &mut key) {
-        let Some(bytes) = key.get(..len) else {
-            return 0;
-        };
-        let hash = key_hash(bytes);
-        // Filtered here, so an unwanted key never costs ring-buffer space.
-        if cfg.filters & FILTER_KEY != 0 && hash != cfg.key_hash {
-            return 0;
-        }
-        event.key_hash = hash;
-        event.flags |= FLAG_KEY;
-        #[expect(clippy::cast_possible_truncation, reason = "at most KEY_MAX")]
-        {
-            event.key_len = len as u16;
-        }
-        keyed = cfg.show_keys != 0;
+    let mut bytes = MaybeUninit::<[u8; KEY_MAX]>::uninit();
+    let key = read_key(cookie.key, &regs, &mut bytes);
+    // Filtered here, so an unwanted key never costs ring-buffer space.
+    if let Some(key) = &key
+        && config!(filters) & FILTER_KEY != 0
+        && key.hash != config!(key_hash)
+    {
+        return 0;
     }
-    if let Some(r) = cookie.map_type {
-        event.map_type = regs.get(r);
-    }
-    if cfg.summary_only != 0 {
-        let key = TotalsKey {
-            map: event.map,
+    let map_type = cookie.map_type.map_or(0, |r| regs.get(r));
+    if config!(summary_only) != 0 {
+        let totals = TotalsKey {
+            map,
             function: cookie.function,
             variant: 0,
             pad: 0,
         };
-        tally(&key, None, event.map_type);
+        tally(&totals, None, map_type);
         return 0;
     }
-    if let Some(stack) = return_addresses(&regs) {
-        event.stack = stack;
-        event.flags |= FLAG_STACK;
+    let mut head = Head::new(pid_tgid, kind);
+    head.function = cookie.function;
+    head.map = map;
+    head.map_type = map_type;
+    let mut flags = 0;
+    if let Some(key) = &key {
+        head.key_hash = key.hash;
+        head.key_len = key.len;
+        flags = FLAG_KEY;
     }
-    finish(&mut event, keyed.then_some(&key));
+    // A record's size must be a constant to the verifier: it follows from the frozen
+    // configuration alone (one reserve whose size the compiler picked at run time would be
+    // refused), so with --show-keys every map operation's record has room for a key.
+    if config!(show_keys) != 0 {
+        let Some(mut entry) = reserve::<KeyedEvent>() else {
+            return 0;
+        };
+        let rec = entry.as_mut_ptr();
+        // SAFETY: `rec` is the reserved record; its event comes first.
+        unsafe {
+            put_map_op(&raw mut (*rec).event, &head, flags, &regs);
+            if let Some(key) = &key {
+                key.put(&raw mut (*rec).key, &bytes);
+            }
+        }
+        submit(entry);
+    } else {
+        let Some(mut entry) = reserve::<Event>() else {
+            return 0;
+        };
+        // SAFETY: the reserved record.
+        unsafe { put_map_op(entry.as_mut_ptr(), &head, flags, &regs) };
+        submit(entry);
+    }
     0
 }
 
+/// A map operation's record: the map header now, the return addresses, the goroutine.
+///
+/// # Safety
+/// `rec` is a reserved, writable record.
 #[inline(always)]
-fn map_wanted(cfg: &Config, map: u64) -> bool {
-    cfg.filters & FILTER_MAP == 0 || cfg.map == map
+unsafe fn put_map_op(rec: *mut Event, head: &Head, flags: u8, regs: &Regs) {
+    // SAFETY: writes into the caller's record.
+    unsafe {
+        let flags = flags
+            | put_goid(rec, regs.r14)
+            | put_stack(&raw mut (*rec).stack, regs)
+            | put_header(rec, head.map);
+        (*rec).table = [0; TABLE_BYTES];
+        head.put(rec, flags);
+    }
+}
+
+#[inline(always)]
+fn map_wanted(map: u64) -> bool {
+    config!(filters) & FILTER_MAP == 0 || config!(map) == map
 }
 
 #[uprobe]
@@ -366,10 +485,10 @@ fn map_wanted(cfg: &Config, map: u64) -> bool {
     reason = "the signature aya's macro expects"
 )]
 pub fn call_entry(ctx: ProbeContext) -> u32 {
-    let cfg = config();
-    let Some((_, cookie, regs)) = start(&ctx, &cfg) else {
+    let Some((_, _, cookie)) = start(&ctx) else {
         return 0;
     };
+    let regs = Regs::read(ctx.regs);
     let mut pending = Pending {
         time_ns: 0,
         map: regs.get(cookie.map),
@@ -379,10 +498,8 @@ pub fn call_entry(ctx: ProbeContext) -> u32 {
         table: [0; TABLE_BYTES],
         flags: 0,
     };
-    if let Some(stack) = return_addresses(&regs) {
-        pending.stack = stack;
-        pending.flags |= u64::from(FLAG_STACK);
-    }
+    // SAFETY: the pending call's own array.
+    pending.flags |= u64::from(unsafe { put_stack(&raw mut pending.stack, &regs) });
     if let Some(r) = cookie.detail {
         pending.detail = regs.get(r);
         pending.flags |= u64::from(FLAG_DETAIL);
@@ -400,7 +517,12 @@ pub fn call_entry(ctx: ProbeContext) -> u32 {
     };
     // SAFETY: plain helper call.
     pending.time_ns = unsafe { bpf_ktime_get_ns() };
-    if PENDING.insert(key, pending, 0).is_ok() {
+    #[expect(
+        clippy::needless_borrows_for_generic_args,
+        reason = "by value, the pending call would be copied to a second place on the stack"
+    )]
+    let inserted = PENDING.insert(&key, &pending, 0);
+    if inserted.is_ok() {
         count(&CALLS, 2 * u32::from(cookie.function));
     }
     0
@@ -414,52 +536,59 @@ pub fn call_entry(ctx: ProbeContext) -> u32 {
 pub fn call_return(ctx: ProbeContext) -> u32 {
     // SAFETY: plain helper call; taken first so the probe's own work is not timed.
     let now = unsafe { bpf_ktime_get_ns() };
-    let cfg = config();
-    let Some((mut event, cookie, regs)) = start(&ctx, &cfg) else {
+    let Some((pid_tgid, kind, cookie)) = start(&ctx) else {
         return 0;
     };
+    // SAFETY: `regs` is the probe's context; g is read at its fixed offset.
+    let g = unsafe { core::ptr::read_volatile(&raw const (*ctx.regs).r14) };
     let key = CallKey {
-        g: regs.r14,
+        g,
         function: u64::from(cookie.function),
     };
-    // SAFETY: the value is copied out before the entry is removed.
-    let Some(pending) = (unsafe { PENDING.get(key) }).copied() else {
+    let Some(pending) = PENDING.get_ptr(key) else {
         // Attached while this call was running: no entry time, so no event.
         count(&CALLS, CALLS_ORPHANS);
         return 0;
     };
-    let _ = PENDING.remove(key);
+    // Counted before any filter, so entries still balance returns.
     count(&CALLS, 2 * u32::from(cookie.function) + 1);
-    // Counted above, so entries still balance returns; only the event is filtered.
-    if !map_wanted(&cfg, pending.map) {
-        return 0;
+    // SAFETY: the entry stays in place until it is removed below.
+    let (map, entered) = unsafe { ((*pending).map, (*pending).time_ns) };
+    let duration_ns = now.saturating_sub(entered);
+    if map_wanted(map) {
+        if config!(summary_only) != 0 {
+            // SAFETY: reading user memory through the faulting-safe helper.
+            let variant = config!(variant_mask) != 0
+                && unsafe { bpf_probe_read_user((map + config!(variant_offset)) as *const u8) }
+                    .is_ok_and(|b| u64::from(b) & config!(variant_mask) != 0);
+            let totals = TotalsKey {
+                map,
+                function: cookie.function,
+                variant: u16::from(variant),
+                pad: 0,
+            };
+            // SAFETY: the entry is still in place.
+            tally(&totals, Some(duration_ns), unsafe { (*pending).map_type });
+        } else if let Some(mut entry) = reserve::<Event>() {
+            let rec = entry.as_mut_ptr();
+            // SAFETY: copies from the pending entry, still in place, into the reserved record.
+            unsafe {
+                let mut head = Head::new(pid_tgid, kind);
+                head.function = cookie.function;
+                head.map = map;
+                head.duration_ns = duration_ns;
+                head.detail = (*pending).detail;
+                head.map_type = (*pending).map_type;
+                (*rec).stack = (*pending).stack;
+                (*rec).table = (*pending).table;
+                #[expect(clippy::cast_possible_truncation, reason = "only flag bits are stored")]
+                let flags = (*pending).flags as u8 | put_goid(rec, g) | put_header(rec, map);
+                head.put(rec, flags);
+            }
+            submit(entry);
+        }
     }
-    let duration_ns = now.saturating_sub(pending.time_ns);
-    if cfg.summary_only != 0 {
-        // SAFETY: reading user memory through the faulting-safe helper.
-        let variant = cfg.variant_mask != 0
-            && unsafe { bpf_probe_read_user((pending.map + cfg.variant_offset) as *const u8) }
-                .is_ok_and(|b| u64::from(b) & cfg.variant_mask != 0);
-        let key = TotalsKey {
-            map: pending.map,
-            function: cookie.function,
-            variant: u16::from(variant),
-            pad: 0,
-        };
-        tally(&key, Some(duration_ns), pending.map_type);
-        return 0;
-    }
-    event.map = pending.map;
-    event.duration_ns = duration_ns;
-    event.detail = pending.detail;
-    event.map_type = pending.map_type;
-    event.stack = pending.stack;
-    event.table = pending.table;
-    #[expect(clippy::cast_possible_truncation, reason = "only flag bits are stored")]
-    {
-        event.flags |= pending.flags as u8;
-    }
-    finish(&mut event, None);
+    let _ = PENDING.remove(key);
     0
 }
 
@@ -470,18 +599,34 @@ pub fn call_return(ctx: ProbeContext) -> u32 {
     reason = "the signature aya's macro expects"
 )]
 pub fn gc_event(ctx: ProbeContext) -> u32 {
-    let cfg = config();
-    let Some((mut event, _, _)) = start(&ctx, &cfg) else {
+    let Some((pid_tgid, kind, cookie)) = start(&ctx) else {
         return 0;
     };
-    if cfg.gc_cycles_addr != 0 {
+    let mut head = Head::new(pid_tgid, kind);
+    head.function = cookie.function;
+    let mut flags = 0;
+    let cycles = config!(gc_cycles_addr);
+    if cycles != 0 {
         // SAFETY: reading user memory through the faulting-safe helper.
-        if let Ok(done) = unsafe { bpf_probe_read_user(cfg.gc_cycles_addr as *const u32) } {
-            event.detail = u64::from(done) + 1;
-            event.flags |= FLAG_DETAIL;
+        if let Ok(done) = unsafe { bpf_probe_read_user(cycles as *const u32) } {
+            head.detail = u64::from(done) + 1;
+            flags = FLAG_DETAIL;
         }
     }
-    emit(&mut event);
+    let Some(mut entry) = reserve::<Event>() else {
+        return 0;
+    };
+    let rec = entry.as_mut_ptr();
+    // SAFETY: `regs` is the probe's context; the rest are writes into the reserved record.
+    unsafe {
+        let g = core::ptr::read_volatile(&raw const (*ctx.regs).r14);
+        let flags = flags | put_goid(rec, g);
+        (*rec).stack = [0; STACK_DEPTH];
+        (*rec).header = [0; HEADER_BYTES];
+        (*rec).table = [0; TABLE_BYTES];
+        head.put(rec, flags);
+    }
+    submit(entry);
     0
 }
 
@@ -500,7 +645,7 @@ static MADVISE: LruHashMap<u64, MadviseCall> = LruHashMap::with_max_entries(4096
 #[inline(always)]
 fn madvise_begin(addr: u64, len: u64, advice: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if pid_tgid >> 32 != u64::from(config().tgid) {
+    if pid_tgid >> 32 != u64::from(config!(tgid)) {
         return;
     }
     let _ = MADVISE.insert(pid_tgid, MadviseCall { addr, len, advice }, 0);
@@ -514,19 +659,24 @@ fn madvise_end(result: i64) {
         return;
     };
     let _ = MADVISE.remove(pid_tgid);
-    let mut event = Event::ZERO;
-    #[expect(clippy::cast_possible_truncation, reason = "tgid and tid halves")]
-    {
-        event.pid = (pid_tgid >> 32) as u32;
-        event.tid = pid_tgid as u32;
+    let Some(mut entry) = reserve::<Event>() else {
+        return;
+    };
+    let rec = entry.as_mut_ptr();
+    let mut head = Head::new(pid_tgid, EventKind::Madvise as u8);
+    head.addr = call.addr;
+    head.len = call.len;
+    head.detail = call.advice;
+    head.result = result;
+    // SAFETY: writes into the reserved record.
+    unsafe {
+        (*rec).goid = 0;
+        (*rec).stack = [0; STACK_DEPTH];
+        (*rec).header = [0; HEADER_BYTES];
+        (*rec).table = [0; TABLE_BYTES];
+        head.put(rec, FLAG_DETAIL);
     }
-    event.kind = EventKind::Madvise as u8;
-    event.addr = call.addr;
-    event.len = call.len;
-    event.detail = call.advice;
-    event.result = result;
-    event.flags = FLAG_DETAIL;
-    emit(&mut event);
+    submit(entry);
 }
 
 /// Syscall tracepoint arguments: `start`, `len_in`, `behavior` at 16, 24, 32; `ret` at 16.
@@ -590,52 +740,125 @@ pub fn madvise_kretprobe(ctx: RetProbeContext) -> u32 {
     0
 }
 
-/// Copies the bytes the contract hashes of the probed call's key into `buf`; their count.
+/// A map operation's key as hashed: a register's value, or bytes read into the caller's
+/// buffer.
+struct Key {
+    hash: u64,
+    len: u16,
+    /// The key's value for register keys (its first `len` little-endian bytes are the key).
+    value: Option<u64>,
+}
+
+impl Key {
+    /// A register key of `N` bytes.
+    #[inline(always)]
+    fn value<const N: usize>(bytes: [u8; N], value: u64) -> Self {
+        Self {
+            hash: key_hash(&bytes),
+            len: len_u16(N),
+            value: Some(value),
+        }
+    }
+
+    /// Writes the key's bytes into a keyed record's `key`.
+    ///
+    /// # Safety
+    /// `dst` is a reserved, writable record's key field; `bytes` holds the key read by
+    /// [`read_key`].
+    #[inline(always)]
+    unsafe fn put(&self, dst: *mut [u8; KEY_MAX], bytes: &MaybeUninit<[u8; KEY_MAX]>) {
+        match self.value {
+            #[expect(clippy::cast_ptr_alignment, reason = "the field is at offset 200")]
+            // SAFETY: the field is 8-aligned and longer than 8 bytes.
+            Some(v) => unsafe { dst.cast::<u64>().write(v.to_le()) },
+            None if self.len > 0 => {
+                // Exactly the key's bytes: the rest of the buffer is stale stack.
+                // SAFETY: copies `len` bytes the key read initialised, within both buffers.
+                let _ = unsafe {
+                    generated::bpf_probe_read_kernel(
+                        dst.cast(),
+                        bounded_len(u64::from(self.len)),
+                        bytes.as_ptr().cast(),
+                    )
+                };
+            }
+            None => {}
+        }
+    }
+}
+
+#[expect(clippy::cast_possible_truncation, reason = "at most KEY_MAX")]
+const fn len_u16(n: usize) -> u16 {
+    n as u16
+}
+
+/// Hashes the probed call's key (the bytes the contract hashes), reading any bytes it has
+/// in the target's memory into `buf`.
 #[inline(always)]
-fn read_key(kind: KeyKind, regs: &Regs, cfg: &Config, buf: &mut [u8; KEY_MAX]) -> Option<usize> {
+fn read_key(kind: KeyKind, regs: &Regs, buf: &mut MaybeUninit<[u8; KEY_MAX]>) -> Option<Key> {
     match kind {
         KeyKind::None => None,
         KeyKind::U32 => {
             #[expect(clippy::cast_possible_truncation, reason = "ECX holds the 32-bit key")]
-            let bytes = (regs.rcx as u32).to_le_bytes();
-            buf.get_mut(..4)?.copy_from_slice(&bytes);
-            Some(4)
+            let value = regs.rcx as u32;
+            Some(Key::value(value.to_le_bytes(), u64::from(value)))
         }
-        KeyKind::U64 => {
-            buf.get_mut(..8)?.copy_from_slice(&regs.rcx.to_le_bytes());
-            Some(8)
-        }
+        KeyKind::U64 => Some(Key::value(regs.rcx.to_le_bytes(), regs.rcx)),
         KeyKind::Str => read_user_bytes(regs.rcx, regs.rdi, buf),
         KeyKind::Mem => {
             // SAFETY: reads of user memory through the faulting-safe helper.
-            let key_type: u64 =
-                unsafe { bpf_probe_read_user((regs.rax + cfg.map_type_key_offset) as *const u64) }
-                    .ok()?;
+            let key_type: u64 = unsafe {
+                bpf_probe_read_user((regs.rax + config!(map_type_key_offset)) as *const u64)
+            }
+            .ok()?;
             // SAFETY: as above.
-            let size: u64 =
-                unsafe { bpf_probe_read_user((key_type + cfg.type_size_offset) as *const u64) }
-                    .ok()?;
+            let size: u64 = unsafe {
+                bpf_probe_read_user((key_type + config!(type_size_offset)) as *const u64)
+            }
+            .ok()?;
             read_user_bytes(regs.rcx, size, buf)
         }
     }
 }
 
-/// Copies the first `min(len, KEY_MAX)` bytes at `ptr` in the target into `buf`.
+/// Reads the first `min(len, KEY_MAX)` bytes at `ptr` in the target into `buf` and hashes
+/// them.
 #[inline(always)]
-fn read_user_bytes(ptr: u64, len: u64, buf: &mut [u8; KEY_MAX]) -> Option<usize> {
-    #[expect(clippy::cast_possible_truncation, reason = "bounded by KEY_MAX")]
-    let n = if len > KEY_MAX as u64 {
-        KEY_MAX
-    } else {
-        len as usize
-    };
-    if n == 0 {
-        return Some(0);
+fn read_user_bytes(ptr: u64, len: u64, buf: &mut MaybeUninit<[u8; KEY_MAX]>) -> Option<Key> {
+    if len == 0 {
+        return Some(Key {
+            hash: key_hash(&[]),
+            len: 0,
+            value: None,
+        });
     }
-    let dst = buf.get_mut(..n)?;
-    // SAFETY: the helper copies at most `dst.len()` bytes and fails on a bad address.
-    unsafe { bpf_probe_read_user_buf(ptr as *const u8, dst) }.ok()?;
-    Some(n)
+    let n = bounded_len(len.min(KEY_MAX as u64));
+    // SAFETY: the faulting-safe helper writes `n` (at most KEY_MAX) bytes into `buf`.
+    if unsafe { generated::bpf_probe_read_user(buf.as_mut_ptr().cast(), n, ptr as *const c_void) }
+        != 0
+    {
+        return None;
+    }
+    // SAFETY: the helper initialised the first `n` bytes.
+    let bytes = unsafe { core::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n as usize) };
+    Some(Key {
+        hash: key_hash(bytes),
+        len: len_u16(n as usize),
+        value: None,
+    })
+}
+
+/// A key length from 1 to [`KEY_MAX`] in a form any verifier can bound. 6.1's refused an
+/// earlier `map_op` whose `len > KEY_MAX` held for one load of the length from the stack
+/// but not for the next load, passed to the helper: a mask on the value passed holds
+/// whatever the compiler does, after an opaque load so that it cannot drop the mask.
+#[inline(always)]
+fn bounded_len(n: u64) -> u32 {
+    // SAFETY: a volatile read of a local.
+    let n = unsafe { core::ptr::read_volatile(&raw const n) };
+    #[expect(clippy::cast_possible_truncation, reason = "masked to KEY_MAX - 1")]
+    let below = (n.wrapping_sub(1) & (KEY_MAX as u64 - 1)) as u32;
+    below + 1
 }
 
 #[cfg(not(test))]

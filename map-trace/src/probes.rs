@@ -4,7 +4,7 @@ use std::{num::NonZeroU32, path::Path};
 
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf, EbpfLoader, VerifierLogLevel,
     maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
         KProbe, Program, ProgramError, TracePoint, UProbe,
@@ -17,6 +17,7 @@ use map_trace_common::{
 
 use crate::{
     goruntime::Runtime,
+    kernel,
     plan::{Plan, Role},
 };
 
@@ -48,14 +49,20 @@ const MADVISE_PROGRAMS: [&str; 4] = [
 ];
 
 impl MadvisePath {
-    /// Kprobes need the kernel's kprobe event source (`CONFIG_KPROBES`); `sysfs` is the
-    /// root of sysfs (`/sys`).
-    #[must_use]
-    pub fn detect(sysfs: &Path) -> Self {
-        if sysfs.join("bus/event_source/devices/kprobe/type").exists() {
-            MadvisePath::Kprobe
-        } else {
-            MadvisePath::Tracepoint
+    /// The path asked for, or with `None` the better one this kernel has: kprobes need
+    /// the kernel's kprobe event source (`CONFIG_KPROBES`); `sysfs` is the root of sysfs
+    /// (`/sys`).
+    pub fn choose(sysfs: &Path, asked: Option<Self>) -> anyhow::Result<Self> {
+        let kprobes = kernel::has_kprobes(sysfs);
+        match asked {
+            Some(MadvisePath::Kprobe) if !kprobes => bail!(
+                "kernel {} has no kprobes (CONFIG_KPROBES; {}/bus/event_source/devices/kprobe is missing): use --madvise-via tracepoint, or leave it out",
+                kernel::release(),
+                sysfs.display()
+            ),
+            Some(path) => Ok(path),
+            None if kprobes => Ok(MadvisePath::Kprobe),
+            None => Ok(MadvisePath::Tracepoint),
         }
     }
 
@@ -66,34 +73,6 @@ impl MadvisePath {
             MadvisePath::Tracepoint => "tracepoint",
         }
     }
-}
-
-/// The oldest kernel with everything the eBPF programs use: BPF ring buffers (5.8) and
-/// attach cookies on uprobes (5.15).
-const OLDEST_KERNEL: (u32, u32) = (5, 15);
-
-/// Checks, before loading anything, that the kernel has what tracing needs; the error names
-/// the missing feature. `sysfs` is the root of sysfs (`/sys`), `release` the kernel's
-/// release string (`uname -r`).
-pub fn check_kernel(sysfs: &Path, release: &str) -> anyhow::Result<()> {
-    let mut numbers = release
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|n| n.parse::<u32>().ok());
-    let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
-    if version < OLDEST_KERNEL {
-        bail!(
-            "kernel {release} is too old: map-trace needs Linux {}.{} or newer (BPF ring buffer, uprobe attach cookies)",
-            OLDEST_KERNEL.0,
-            OLDEST_KERNEL.1
-        );
-    }
-    if !sysfs.join("bus/event_source/devices/uprobe/type").exists() {
-        bail!(
-            "this kernel has no uprobes (CONFIG_UPROBE_EVENTS; {}/bus/event_source/devices/uprobe is missing): map-trace needs them to probe the Go runtime",
-            sysfs.display()
-        );
-    }
-    Ok(())
 }
 
 /// Tracepoints are found through tracefs; mount it where the kernel expects it if no one has.
@@ -129,6 +108,8 @@ pub struct Settings {
     pub summary_only: bool,
     /// Bytes of the ring buffer: a power of two, whole pages.
     pub ring_buffer_size: u32,
+    /// A program the verifier refuses has its whole log written to stderr (`-v`).
+    pub verifier_log: bool,
 }
 
 /// Attached probes and the maps user space reads.
@@ -211,6 +192,10 @@ impl Probes {
             wakeup_bytes: u64::from(settings.ring_buffer_size / WAKEUP_FRACTION),
         };
         let mut ebpf = EbpfLoader::new()
+            // aya asks for a log only when a load fails, by loading again with a buffer: a
+            // load that passes costs nothing. Level 1 logs only the refused path (not every
+            // path, as level 2 would: megabytes, and slow to produce); stats add the size.
+            .verifier_log_level(VerifierLogLevel::DEBUG | VerifierLogLevel::STATS)
             .override_global("CONFIG", &config, true)
             .map_max_entries("EVENTS", settings.ring_buffer_size)
             .load(EBPF_OBJECT)
@@ -222,7 +207,7 @@ impl Probes {
         for role in [Role::Op, Role::Gc, Role::Return, Role::Entry] {
             let name = program_name(role);
             let program: &mut UProbe = program(&mut ebpf, name)?.try_into()?;
-            load(name, program.load())?;
+            load(name, program.load(), settings.verifier_log)?;
             for point in plan.points.iter().filter(|p| p.role == role) {
                 let at = UProbeAttachPoint {
                     location: UProbeAttachLocation::AbsoluteOffset(point.file_offset),
@@ -246,7 +231,7 @@ impl Probes {
                 Program::TracePoint(p) => p.load(),
                 _ => return Err(anyhow!("{name} has an unexpected program type")),
             };
-            load(name, loaded)?;
+            load(name, loaded, settings.verifier_log)?;
         }
         match madvise {
             Some(MadvisePath::Kprobe) => {
@@ -349,16 +334,87 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut Program
         .ok_or_else(|| anyhow!("eBPF object lacks program {name}"))
 }
 
-/// A load result as one readable line: the verifier's log would swamp the error line.
-fn load(name: &str, result: Result<(), ProgramError>) -> anyhow::Result<()> {
-    result.map_err(|e| {
-        let text = e.to_string();
-        let reason = text
-            .split(". Verifier output")
-            .next()
-            .unwrap_or(&text)
-            .to_owned();
-        anyhow!("loading the eBPF program {name}: {reason}")
+/// A load result as one readable line: for a program the verifier refused, its reason (the
+/// log itself would swamp the error line; with `verbose` it goes to stderr first).
+fn load(name: &str, result: Result<(), ProgramError>, verbose: bool) -> anyhow::Result<()> {
+    let Err(err) = result else {
+        return Ok(());
+    };
+    if let ProgramError::LoadError { verifier_log, .. } = &err
+        && let Some(refused) = refusal(name, &verifier_log.to_string(), verbose)
+    {
+        return Err(refused);
+    }
+    let text = err.to_string();
+    let reason = text.split(". Verifier output").next().unwrap_or(&text);
+    bail!("loading the eBPF program {name}: {reason}")
+}
+
+/// A program the verifier refused, with the reason its `log` gives; `None` if it gives none.
+/// With `verbose` the whole log goes to stderr.
+fn refusal(name: &str, log: &str, verbose: bool) -> Option<anyhow::Error> {
+    if verbose && !log.is_empty() {
+        eprintln!(
+            "the kernel's verifier refused {name}; its log:\n{}",
+            log.trim_end()
+        );
+    }
+    let reason = verifier_reason(log)?;
+    let see = if verbose {
+        "its log is above"
+    } else {
+        "run with -v for the verifier log"
+    };
+    Some(anyhow!(
+        "the kernel's verifier refused {name}: {reason}; this kernel is {}; {see}",
+        kernel::release()
+    ))
+}
+
+/// The verifier's reason in its log: the last line that is not the trace of the refused
+/// path (instructions, source lines, register and stack states, calls and returns) nor the
+/// statistics after it.
+fn verifier_reason(log: &str) -> Option<&str> {
+    const NOT_REASONS: [&str; 12] = [
+        ";",
+        "from ",
+        "caller:",
+        "callee:",
+        "returning from callee:",
+        "to caller at ",
+        "processed ",
+        "verification time ",
+        "stack depth ",
+        "mark_precise:",
+        "Validating ",
+        // A note on the BTF of a function's arguments, printed before each call.
+        "reg type unsupported for arg#",
+    ];
+    log.lines().map(str::trim).rev().find(|line| {
+        !line.is_empty()
+            && !NOT_REASONS.iter().any(|p| line.starts_with(p))
+            && !is_instruction(line)
+            && !is_state(line)
+    })
+}
+
+/// `144: (85) call bpf_probe_read_user#112`, or the state at an instruction `881: frame1: …`.
+fn is_instruction(line: &str) -> bool {
+    line.split_once(": ")
+        .is_some_and(|(at, _)| !at.is_empty() && at.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Registers and stack slots: `R6=scalar(id=1) R7_w=0 fp-8=mmmmmmmm`, in a callee prefixed
+/// `frame1: `.
+fn is_state(line: &str) -> bool {
+    let line = line
+        .strip_prefix("frame")
+        .and_then(|rest| rest.split_once(": "))
+        .map_or(line, |(_, state)| state);
+    line.split_whitespace().next().is_some_and(|first| {
+        first
+            .split_once('=')
+            .is_some_and(|(slot, _)| slot.starts_with('R') || slot.starts_with("fp"))
     })
 }
 
@@ -408,34 +464,48 @@ mod tests {
     use super::*;
 
     #[test]
-    fn kernel_features_are_named_when_missing() {
-        let sys = tempfile::tempdir().unwrap();
-        let uprobe = sys.path().join("bus/event_source/devices/uprobe");
-        let err = check_kernel(sys.path(), "6.18.0").unwrap_err().to_string();
-        assert!(err.contains("no uprobes (CONFIG_UPROBE_EVENTS"), "{err}");
-        std::fs::create_dir_all(&uprobe).unwrap();
-        std::fs::write(uprobe.join("type"), "7\n").unwrap();
-        check_kernel(sys.path(), "6.18.0-1-amd64").unwrap();
-        check_kernel(sys.path(), "5.15.0").unwrap();
-        let err = check_kernel(sys.path(), "5.10.0-28-amd64")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("needs Linux 5.15 or newer (BPF ring buffer"),
-            "{err}"
+    fn a_refusal_names_the_program_and_the_verifiers_reason() {
+        // Real logs of Debian 12's kernel 6.1 at the level map-trace asks for: an earlier
+        // map_op, whose key length bound that verifier lost, and a program calling a helper
+        // 6.1 does not have.
+        let bounds = include_str!("../testdata/verifier-6.1-map_op-key-bounds.log");
+        let reason = "R2 min value is negative, either use unsigned or 'var &= const'";
+        assert_eq!(verifier_reason(bounds), Some(reason));
+        let helper = include_str!("../testdata/verifier-6.1-unknown-helper.log");
+        assert_eq!(verifier_reason(helper), Some("invalid func unknown#210"));
+        let line = refusal("map_op", bounds, false).unwrap().to_string();
+        let release = kernel::release();
+        assert_eq!(
+            line,
+            format!(
+                "the kernel's verifier refused map_op: {reason}; this kernel is {release}; run with -v for the verifier log"
+            )
         );
-        // This machine's own kernel has what map-trace needs.
-        let release = nix::sys::utsname::uname().unwrap();
-        check_kernel(Path::new("/sys"), &release.release().to_string_lossy()).unwrap();
+        assert!(
+            refusal("gc_event", helper, true)
+                .unwrap()
+                .to_string()
+                .ends_with("its log is above")
+        );
+        // No reason in the log (the load failed before verifying): the caller's error.
+        assert_eq!(verifier_reason(""), None);
+        let trace = "0: R1=ctx() R10=fp0\n; x\n0: (b7) r0 = 0\nprocessed 1 insns (limit 1000000)\n";
+        assert!(refusal("map_op", trace, false).is_none());
     }
 
     #[test]
     fn madvise_path_follows_the_kernels_kprobe_support() {
         let sysfs = tempfile::tempdir().unwrap();
-        assert_eq!(MadvisePath::detect(sysfs.path()), MadvisePath::Tracepoint);
+        let choose = |asked| MadvisePath::choose(sysfs.path(), asked);
+        assert_eq!(choose(None).unwrap(), MadvisePath::Tracepoint);
+        let asked = Some(MadvisePath::Tracepoint);
+        assert_eq!(choose(asked).unwrap(), MadvisePath::Tracepoint);
+        let err = choose(Some(MadvisePath::Kprobe)).unwrap_err().to_string();
+        assert!(err.contains("has no kprobes (CONFIG_KPROBES"), "{err}");
         let pmu = sysfs.path().join("bus/event_source/devices/kprobe");
         std::fs::create_dir_all(&pmu).unwrap();
         std::fs::write(pmu.join("type"), "6\n").unwrap();
-        assert_eq!(MadvisePath::detect(sysfs.path()), MadvisePath::Kprobe);
+        assert_eq!(choose(None).unwrap(), MadvisePath::Kprobe);
+        assert_eq!(choose(asked).unwrap(), MadvisePath::Tracepoint);
     }
 }
