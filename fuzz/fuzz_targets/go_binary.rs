@@ -9,10 +9,10 @@ use libfuzzer_sys::fuzz_target;
 use map_trace::{
     cli::EventSet,
     events::{Raw, TraceEvent},
-    goruntime::{GoVersion, LAYOUTS, Layout, Runtime},
+    goruntime::{self, GoVersion, LAYOUTS, Layout, Runtime},
     plan,
     resolve::Resolver,
-    target::{binary::GoBinary, gotypes},
+    target::binary::GoBinary,
 };
 use map_trace_common::{EventKind, KeyKind, STACK_DEPTH};
 
@@ -68,7 +68,8 @@ fuzz_target!(|data: &[u8]| {
     // says where moduledata is.
     let layout = GoVersion::parse(binary.version())
         .ok()
-        .and_then(|v| gotypes::moduledata_layout(v.minor));
+        .and_then(|v| goruntime::release(v.minor))
+        .map(|l| l.moduledata);
     if let (Some(layout), Some(md)) = (layout, binary.object("runtime.firstmoduledata")) {
         let field = |off: u64| md.checked_add(off).and_then(|at| word(&binary, data, at));
         if let (Some(types), Some(etypes)) = (field(layout.types), field(layout.etypes)) {

@@ -1,12 +1,12 @@
 //! `runtime.moduledata` and type descriptors over arbitrary memory. Input: a selector byte
-//! (Go release, whether the symbol table names moduledata), then the memory, loaded at
+//! (version table row, whether the symbol table names moduledata), then the memory, loaded at
 //! `BASE`. Its first two words are the pclntab and funcnametab addresses to look for.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use map_trace::{
-    goruntime::SUPPORTED_MINORS,
-    target::gotypes::{self, Memory, Module},
+    goruntime::LAYOUTS,
+    target::gotypes::{Memory, Module},
 };
 
 const BASE: u64 = 0x50_0000;
@@ -28,13 +28,11 @@ impl Memory for Segment<'_> {
         ))
     }
 
-    fn pointers_to(&self, target: u64) -> Vec<u64> {
+    fn data_words(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         (BASE..)
             .step_by(8)
             .zip(self.0.as_chunks::<8>().0)
-            .filter(|(_, w)| **w == target.to_le_bytes())
-            .map(|(at, _)| at)
-            .collect()
+            .map(|(at, w)| (at, u64::from_le_bytes(*w)))
     }
 }
 
@@ -44,9 +42,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let mem = Segment(bytes);
     let word = |i: u64| mem.pointer_at(BASE + 8 * i).unwrap_or_default();
-    let minors = u64::from(SUPPORTED_MINORS.end() - SUPPORTED_MINORS.start() + 1);
-    let minor = SUPPORTED_MINORS.start() + u32::try_from(u64::from(selector) % minors).unwrap_or(0);
-    let Some(layout) = gotypes::moduledata_layout(minor) else {
+    let Some(layout) = LAYOUTS
+        .get(usize::from(selector & 0x7f) % LAYOUTS.len())
+        .map(|l| l.moduledata)
+    else {
         return;
     };
     let symbol = (selector & 0x80 != 0).then(|| word(2));

@@ -9,26 +9,32 @@ use thiserror::Error;
 
 use crate::target::{
     binary::GoBinary,
-    gotypes::{MODULEDATA_1_21, MODULEDATA_1_27, ModuledataLayout},
+    gotypes::{MODULEDATA_1_19, MODULEDATA_1_21, MODULEDATA_1_27, ModuledataLayout},
+    pclntab::{self, GO_1_18, GO_1_20},
 };
-
-/// The Go releases map-trace supports (minor versions of Go 1).
-pub const SUPPORTED_MINORS: RangeInclusive<u32> = 21..=27;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum RuntimeError {
     #[error("cannot read Go version `{0}`")]
     BadVersion(String),
     #[error(
-        "built with {0}; map-trace supports Go 1.{min} to 1.{max}: rebuild the program with a supported Go",
-        min = SUPPORTED_MINORS.start(),
-        max = SUPPORTED_MINORS.end()
+        "built with {0}; map-trace supports {supported}: rebuild the program with a supported Go",
+        supported = supported_releases()
     )]
     Unsupported(String),
     #[error(
         "{0}: cannot tell the map implementation (neither runtime.hashGrow nor the swiss table's rehash is in the binary)"
     )]
     UnknownFlavour(String),
+    #[error(
+        "{path} says it was built with {version}, which builds {claimed} maps, but it has the {found} maps' runtime: refusing an inconsistent binary"
+    )]
+    FlavourMismatch {
+        path: String,
+        version: String,
+        claimed: Flavour,
+        found: Flavour,
+    },
     #[error("{version} with {flavour} maps is not a combination map-trace knows")]
     NoLayout { version: String, flavour: Flavour },
 }
@@ -93,11 +99,26 @@ impl GoVersion {
     }
 
     pub fn check_supported(&self) -> Result<(), RuntimeError> {
-        if SUPPORTED_MINORS.contains(&self.minor) {
+        if is_supported(self.minor) {
             Ok(())
         } else {
             Err(RuntimeError::Unsupported(self.raw.clone()))
         }
+    }
+
+    /// The map flavour a build of this version has, as the version string tells it: the one
+    /// whose experiment it names (`noswissmap`), else its release's default. `None` for a
+    /// release map-trace does not support.
+    #[must_use]
+    pub fn flavour(&self) -> Option<Flavour> {
+        let rows = || LAYOUTS.iter().filter(|l| l.minors.contains(&self.minor));
+        rows()
+            .find(|l| {
+                l.experiment
+                    .is_some_and(|e| self.experiments.iter().any(|x| x == e))
+            })
+            .or_else(|| rows().find(|l| l.experiment.is_none()))
+            .map(|l| l.flavour)
     }
 }
 
@@ -185,7 +206,7 @@ const fn timed(symbol: &'static str, kind: EventKind, map: Reg, detail: DetailKi
     }
 }
 
-/// The map entry points: the same names and register use from Go 1.21 to 1.27, both flavours.
+/// The map entry points: the same names and register use from Go 1.19 to 1.27, both flavours.
 const MAP_OPS: &[MapFunction] = &[
     op("runtime.mapassign", EventKind::Assign, KeyKind::Mem),
     op("runtime.mapassign_fast32", EventKind::Assign, KeyKind::U32),
@@ -466,8 +487,14 @@ pub struct Layout {
     /// `runtime.mstats.numgc`, in [`MEMSTATS_SYMBOL`].
     pub numgc_offset: u64,
     pub header: HeaderLayout,
-    /// `runtime.moduledata` fields the binary reader uses (changed in Go 1.27).
+    /// `runtime.moduledata` fields the binary reader uses (changed in Go 1.20 and 1.27).
     pub moduledata: ModuledataLayout,
+    /// The pclntab format the releases write (changed in Go 1.20).
+    pub pclntab: pclntab::Format,
+    /// The `GOEXPERIMENT` that gives these releases this flavour when it is not their
+    /// default (`noswissmap`); the version string names it. Others (`mapsplitgroup`) change
+    /// nothing map-trace reads.
+    pub experiment: Option<&'static str>,
 }
 
 impl Layout {
@@ -492,6 +519,7 @@ const fn classic(
     goid_offset: u64,
     numgc_offset: u64,
     moduledata: ModuledataLayout,
+    pclntab: pclntab::Format,
 ) -> Layout {
     Layout {
         minors,
@@ -504,6 +532,8 @@ const fn classic(
         numgc_offset,
         header: CLASSIC_HEADER,
         moduledata,
+        pclntab,
+        experiment: None,
     }
 }
 
@@ -524,20 +554,68 @@ const fn swiss(
         numgc_offset,
         header: SWISS_HEADER,
         moduledata,
+        pclntab: GO_1_20,
+        experiment: None,
+    }
+}
+
+/// The classic maps Go 1.24 and 1.25 build with `GOEXPERIMENT=noswissmap`.
+const fn noswissmap(layout: Layout) -> Layout {
+    Layout {
+        experiment: Some("noswissmap"),
+        ..layout
     }
 }
 
 /// The one table of per-version facts (see ../shared/docs/go-runtime.md; every row is
 /// checked against the DWARF of a real binary by the integration tests). `g.goid` moved in
-/// Go 1.23 and back in 1.25; `mstats.numgc` moved in 1.25; moduledata changed in 1.27.
+/// Go 1.23 and back in 1.25; `mstats.numgc` moved in 1.25; moduledata changed in 1.20 and
+/// 1.27, the pclntab in 1.20. Go 1.20 has no row: no build of it is tested here.
 pub static LAYOUTS: &[Layout] = &[
-    classic(21..=22, 152, 7704, MODULEDATA_1_21),
-    classic(23..=24, 160, 7704, MODULEDATA_1_21),
-    classic(25..=25, 152, 7680, MODULEDATA_1_21),
+    classic(19..=19, 152, 7704, MODULEDATA_1_19, GO_1_18),
+    classic(21..=22, 152, 7704, MODULEDATA_1_21, GO_1_20),
+    classic(23..=23, 160, 7704, MODULEDATA_1_21, GO_1_20),
+    noswissmap(classic(24..=24, 160, 7704, MODULEDATA_1_21, GO_1_20)),
+    noswissmap(classic(25..=25, 152, 7680, MODULEDATA_1_21, GO_1_20)),
     swiss(24..=24, 160, 7704, MODULEDATA_1_21),
     swiss(25..=26, 152, 7680, MODULEDATA_1_21),
     swiss(27..=27, 152, 7680, MODULEDATA_1_27),
 ];
+
+/// A row of the version table for Go 1.`minor`, for what both its flavours share (the
+/// moduledata layout and pclntab format the binary reader needs); `None` for a release
+/// map-trace does not support.
+#[must_use]
+pub fn release(minor: u32) -> Option<&'static Layout> {
+    LAYOUTS.iter().find(|l| l.minors.contains(&minor))
+}
+
+/// Whether map-trace supports Go 1.`minor`: the version table has it.
+#[must_use]
+pub fn is_supported(minor: u32) -> bool {
+    release(minor).is_some()
+}
+
+/// The supported releases as a person reads them: `Go 1.19 and 1.21 to 1.27`.
+#[must_use]
+pub fn supported_releases() -> String {
+    let newest = LAYOUTS.iter().map(|l| *l.minors.end()).max().unwrap_or(0);
+    let mut spans: Vec<(u32, u32)> = Vec::new();
+    for minor in (0..=newest).filter(|&m| is_supported(m)) {
+        match spans.last_mut() {
+            Some((_, last)) if *last + 1 == minor => *last = minor,
+            _ => spans.push((minor, minor)),
+        }
+    }
+    let text: Vec<String> = spans
+        .iter()
+        .map(|&(first, last)| match last - first {
+            0 => format!("1.{first}"),
+            _ => format!("1.{first} to 1.{last}"),
+        })
+        .collect();
+    format!("Go {}", text.join(" and "))
+}
 
 /// Symbols that only one flavour's runtime has.
 const CLASSIC_MARKER: &str = "runtime.hashGrow";
@@ -564,14 +642,23 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// The runtime a binary was built with: version from its build info, flavour from its
-    /// symbols.
+    /// The runtime a binary was built with: version from its build info (or the runtime's
+    /// version string), flavour from its functions; the two must agree.
     pub fn of(binary: &GoBinary) -> Result<Self, RuntimeError> {
         let version = GoVersion::parse(binary.version())?;
         version.check_supported()?;
-        let flavour = detect_flavour(|s| binary.has_function(s))
-            .ok_or_else(|| RuntimeError::UnknownFlavour(binary.path().display().to_string()))?;
-        Self::new(version, flavour)
+        let path = || binary.path().display().to_string();
+        let found = detect_flavour(|s| binary.has_function(s))
+            .ok_or_else(|| RuntimeError::UnknownFlavour(path()))?;
+        match version.flavour() {
+            Some(claimed) if claimed != found => Err(RuntimeError::FlavourMismatch {
+                path: path(),
+                version: version.raw.clone(),
+                claimed,
+                found,
+            }),
+            _ => Self::new(version, found),
+        }
     }
 
     pub fn new(version: GoVersion, flavour: Flavour) -> Result<Self, RuntimeError> {
@@ -618,38 +705,25 @@ mod tests {
     }
 
     #[test]
-    fn supported_range() {
-        assert!(
-            GoVersion::parse("go1.21.13")
-                .unwrap()
-                .check_supported()
-                .is_ok()
-        );
-        assert!(
-            GoVersion::parse("go1.27.3")
-                .unwrap()
-                .check_supported()
-                .is_ok()
-        );
-        let err = GoVersion::parse("go1.20.14")
-            .unwrap()
-            .check_supported()
-            .unwrap_err();
-        assert!(
-            err.to_string().contains("supports Go 1.21 to 1.27"),
-            "{err}"
-        );
-        assert!(
-            GoVersion::parse("go1.28.0")
-                .unwrap()
-                .check_supported()
-                .is_err()
-        );
+    fn unsupported_releases_are_refused_naming_the_supported_ones() {
+        let supported = |v: &str| GoVersion::parse(v).unwrap().check_supported();
+        for v in ["go1.19.8", "go1.21.13", "go1.27.3"] {
+            assert!(supported(v).is_ok(), "{v}");
+        }
+        for v in ["go1.18.10", "go1.20.14", "go1.28.0"] {
+            let err = supported(v).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "built with {v}; map-trace supports Go 1.19 and 1.21 to 1.27: rebuild the program with a supported Go"
+                )
+            );
+        }
     }
 
     #[test]
     fn every_supported_version_has_a_layout() {
-        for minor in SUPPORTED_MINORS {
+        for minor in (0..40).filter(|&m| is_supported(m)) {
             let version = GoVersion::parse(&format!("go1.{minor}.0")).unwrap();
             let flavours: &[Flavour] = match minor {
                 ..=23 => &[Flavour::Classic],
@@ -662,12 +736,40 @@ mod tests {
                     "go1.{minor} {flavour}"
                 );
             }
+            // Both flavours of a release share what the binary reader needs.
+            let shared = release(minor).unwrap();
+            for row in LAYOUTS.iter().filter(|l| l.minors.contains(&minor)) {
+                assert_eq!(
+                    (row.moduledata, row.pclntab),
+                    (shared.moduledata, shared.pclntab),
+                    "go1.{minor}"
+                );
+            }
         }
+        assert_eq!(
+            (0..40).filter(|&m| is_supported(m)).collect::<Vec<_>>(),
+            [19, 21, 22, 23, 24, 25, 26, 27]
+        );
         let v = GoVersion::parse("go1.22.1").unwrap();
         assert!(matches!(
             Runtime::new(v, Flavour::Swiss),
             Err(RuntimeError::NoLayout { .. })
         ));
+    }
+
+    #[test]
+    fn version_strings_tell_the_flavour() {
+        let flavour = |v: &str| GoVersion::parse(v).unwrap().flavour();
+        assert_eq!(flavour("go1.19.8"), Some(Flavour::Classic));
+        assert_eq!(flavour("go1.23.9"), Some(Flavour::Classic));
+        assert_eq!(flavour("go1.24.11"), Some(Flavour::Swiss));
+        assert_eq!(flavour("go1.24.11 X:noswissmap"), Some(Flavour::Classic));
+        assert_eq!(
+            flavour("go1.25.5 X:boringcrypto,noswissmap"),
+            Some(Flavour::Classic)
+        );
+        assert_eq!(flavour("go1.27.3-X:mapsplitgroup"), Some(Flavour::Swiss));
+        assert_eq!(flavour("go1.20.14"), None);
     }
 
     #[test]

@@ -24,6 +24,9 @@ use serde::Deserialize;
 /// The Go releases the tests build with: one classic-map and one swiss-map runtime.
 pub const GO_CLASSIC: &str = "1.21.13";
 pub const GO_SWISS: &str = "1.26.6";
+/// Debian 12's Go, which builds every Go program bookworm ships (classic maps, the Go 1.18
+/// pclntab format).
+pub const GO_DEBIAN: &str = "1.19.8";
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -90,7 +93,11 @@ pub struct Variant {
 }
 
 /// Every build map-trace supports, as the support matrix lists them.
-pub const VARIANTS: [Variant; 10] = [
+pub const VARIANTS: [Variant; 11] = [
+    Variant {
+        go: GO_DEBIAN,
+        experiment: "",
+    },
     Variant {
         go: "1.21.13",
         experiment: "",
@@ -155,6 +162,12 @@ impl Variant {
     pub fn build(&self, program: &str) -> PathBuf {
         build_go_with(program, self.go, self.experiment)
     }
+
+    /// Builds `tests/go/<program>` as this variant in `mode`.
+    #[must_use]
+    pub fn build_mode(&self, program: &str, mode: BuildMode) -> PathBuf {
+        build_variant_mode(program, self.go, self.experiment, mode)
+    }
 }
 
 /// Builds `tests/go/<program>` with Go `version` (once per test run) and returns the binary.
@@ -212,13 +225,65 @@ impl BuildMode {
 /// Builds `tests/go/<program>` with Go `version` in `mode`.
 #[must_use]
 pub fn build_go_mode(program: &str, version: &str, mode: BuildMode) -> PathBuf {
+    build_variant_mode(program, version, "", mode)
+}
+
+fn build_variant_mode(program: &str, version: &str, experiment: &str, mode: BuildMode) -> PathBuf {
     go_build(
         program,
         version,
-        &[("CGO_ENABLED", mode.cgo()), ("GOEXPERIMENT", "")],
+        &[("CGO_ENABLED", mode.cgo()), ("GOEXPERIMENT", experiment)],
         mode.flags(),
-        &format!("{program}-go{version}-{mode:?}"),
+        &format!("{program}-go{version}{experiment}-{mode:?}"),
     )
+}
+
+/// The version `go version` reads from the build info of the Go binary `bin`
+/// (`go1.24.11 X:noswissmap`).
+#[must_use]
+pub fn go_version_of(bin: &Path) -> String {
+    let out = go_command(GO_SWISS, bin.parent().expect("folder"))
+        .arg("version")
+        .arg(bin)
+        .output()
+        .expect("run go version");
+    assert!(out.status.success(), "go version of {}", bin.display());
+    let text = String::from_utf8(out.stdout).expect("UTF-8");
+    let Some((_, version)) = text.trim_end().split_once(": ") else {
+        panic!("go version said {text:?}");
+    };
+    version.to_owned()
+}
+
+/// A copy of the Go binary `bin` without `.go.buildinfo` and `.note.go.buildid`, as some
+/// release builds ship: the Go toolchain itself then calls it "not a Go executable".
+#[must_use]
+pub fn without_build_info(bin: &Path) -> PathBuf {
+    let name = bin.file_name().expect("file name").to_string_lossy();
+    let out = bin.with_file_name(format!("{name}-nobuildinfo"));
+    let _guard = GO_BUILD
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let status = Command::new("objcopy")
+        .args(["--remove-section", ".go.buildinfo"])
+        .args(["--remove-section", ".note.go.buildid"])
+        .arg(bin)
+        .arg(&out)
+        .status()
+        .expect("run objcopy");
+    assert!(status.success(), "objcopy of {}", bin.display());
+    let version = go_command(GO_SWISS, bin.parent().expect("folder"))
+        .arg("version")
+        .arg(&out)
+        .output()
+        .expect("run go version");
+    let said = String::from_utf8_lossy(&version.stderr);
+    assert!(
+        said.contains("not a Go executable"),
+        "go version of {}: {said}",
+        out.display()
+    );
+    out
 }
 
 fn go_build(
@@ -229,6 +294,10 @@ fn go_build(
     name: &str,
 ) -> PathBuf {
     let out = workspace_root().join("target/go-test-bins").join(name);
+    // The kernel matrix's guests run Go ten times slower: they take the host's builds.
+    if std::env::var_os("MAP_TRACE_GO_PREBUILT").is_some() && out.exists() {
+        return out;
+    }
     let _guard = GO_BUILD
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -624,12 +693,21 @@ fn with_dwarf<R>(
     f(&dwarf)
 }
 
-/// Member offsets of the named structs in `bin`'s DWARF: struct name → member → offset.
-/// Go compresses its debug sections; `object` inflates them.
+/// A struct as DWARF describes it.
+#[derive(Debug, Default)]
+pub struct DwarfStruct {
+    /// Its size in bytes.
+    pub size: u64,
+    /// Member name → offset.
+    pub members: HashMap<String, u64>,
+}
+
+/// The named structs in `bin`'s DWARF, by name. Go compresses its debug sections; `object`
+/// inflates them.
 #[must_use]
-pub fn dwarf_struct_offsets(bin: &Path, names: &[&str]) -> HashMap<String, HashMap<String, u64>> {
+pub fn dwarf_structs(bin: &Path, names: &[&str]) -> HashMap<String, DwarfStruct> {
     with_dwarf(bin, |dwarf| {
-        let mut found: HashMap<String, HashMap<String, u64>> = HashMap::new();
+        let mut found: HashMap<String, DwarfStruct> = HashMap::new();
         let mut units = dwarf.units();
         while let Some(header) = units.next().expect("unit header") {
             let unit = dwarf.unit(header).expect("unit");
@@ -649,7 +727,12 @@ pub fn dwarf_struct_offsets(bin: &Path, names: &[&str]) -> HashMap<String, HashM
                     (gimli::DW_TAG_structure_type, Some(n), None)
                         if names.contains(&n.as_str()) && !found.contains_key(&n) =>
                     {
-                        found.insert(n.clone(), HashMap::new());
+                        let size = entry
+                            .attr_value(gimli::DW_AT_byte_size)
+                            .and_then(|v| v.udata_value())
+                            .expect("struct size");
+                        let members = HashMap::new();
+                        found.insert(n.clone(), DwarfStruct { size, members });
                         inside = Some((n, depth));
                     }
                     (gimli::DW_TAG_member, Some(member), Some((s, d))) if depth == d + 1 => {
@@ -657,7 +740,8 @@ pub fn dwarf_struct_offsets(bin: &Path, names: &[&str]) -> HashMap<String, HashM
                             .attr_value(gimli::DW_AT_data_member_location)
                             .and_then(|v| v.udata_value())
                             .expect("member offset");
-                        found.get_mut(s).expect("struct").insert(member, offset);
+                        let s = found.get_mut(s).expect("struct");
+                        s.members.insert(member, offset);
                     }
                     _ => {}
                 }

@@ -40,13 +40,17 @@ fn process_that_is_not_go() {
     let mut sleeper = Command::new("sleep").arg("600").spawn().unwrap();
     let f = run_map_trace(&["--pid", &sleeper.id().to_string()], LIMIT);
     assert_one_error_line(&f, "not a Go program");
+    let line = &f.stderr[0];
+    assert_eq!(line.matches("not a Go program").count(), 1, "{line}");
+    assert_eq!(line.matches("no Go build info").count(), 1, "{line}");
     let state = integration_tests::proc_state(sleeper.id());
     assert!(matches!(state, 'S' | 'R'), "sleep left in state {state}");
     sleeper.kill().unwrap();
     sleeper.wait().unwrap();
 }
 
-/// A copy of a Go binary whose build info claims an older release.
+/// A copy of a Go binary whose build info (and runtime version string) claims another
+/// release.
 fn binary_claiming(version_from: &str, version_to: &str, bin: &Path) -> PathBuf {
     let mut data = std::fs::read(bin).unwrap();
     let (from, to) = (version_from.as_bytes(), version_to.as_bytes());
@@ -69,18 +73,22 @@ fn binary_claiming(version_from: &str, version_to: &str, bin: &Path) -> PathBuf 
     out
 }
 
+/// Older than the oldest supported release, and the release between Debian's Go 1.19 and
+/// Go 1.21 (no toolchain here to test it with).
 #[test]
-fn go_older_than_supported() {
+fn go_older_than_supported_or_untested() {
     let idle = build_go("idle", GO_CLASSIC);
-    // Same length, so the build info stays well-formed.
-    let old = binary_claiming("go1.21.13", "go1.19.13", &idle);
-    let program = Program::start_ready(&old, &[]);
-    let f = run_map_trace(&["--pid", &program.pid().to_string()], LIMIT);
-    assert_one_error_line(
-        &f,
-        "built with go1.19.13; map-trace supports Go 1.21 to 1.27",
-    );
-    assert_untouched(program, LIMIT);
+    for claim in ["go1.18.13", "go1.20.13"] {
+        // Same length, so the build info stays well-formed.
+        let old = binary_claiming("go1.21.13", claim, &idle);
+        let program = Program::start_ready(&old, &[]);
+        let f = run_map_trace(&["--pid", &program.pid().to_string()], LIMIT);
+        assert_one_error_line(
+            &f,
+            &format!("built with {claim}; map-trace supports Go 1.19 and 1.21 to 1.27"),
+        );
+        assert_untouched(program, LIMIT);
+    }
 }
 
 #[test]

@@ -1,8 +1,8 @@
 //! Finding the culprit in any Go binary a user runs: every event names its map's Go type and
 //! the line of Go code behind it (assign, delete and clear, and the grows those writes set
-//! off), on normal, stripped, PIE and cgo builds of a classic-map and a swiss-map release,
-//! and on processes whose executable was deleted, replaced, or is visible only inside
-//! another mount namespace.
+//! off), on normal, stripped, PIE and cgo builds of a classic-map and a swiss-map release
+//! and of Debian's Go 1.19, and on processes whose executable was deleted, replaced, or is
+//! visible only inside another mount namespace.
 //!
 //! The truth is the program's own source (lines marked `SITE:<name>`) and its report of
 //! what it did.
@@ -22,7 +22,8 @@ use std::{
 };
 
 use integration_tests::{
-    BuildMode, GO_CLASSIC, GO_SWISS, Program, Row, Tracer, build_go_mode, read_csv, trace_command,
+    BuildMode, GO_CLASSIC, GO_DEBIAN, GO_SWISS, Program, Row, Tracer, build_go_mode, read_csv,
+    trace_command,
 };
 use serde::Deserialize;
 
@@ -192,24 +193,28 @@ fn trace_build(version: &str, mode: BuildMode) {
 
 #[test]
 fn names_types_and_lines_in_normal_builds() {
+    trace_build(GO_DEBIAN, BuildMode::Default);
     trace_build(GO_CLASSIC, BuildMode::Default);
     trace_build(GO_SWISS, BuildMode::Default);
 }
 
 #[test]
 fn names_types_and_lines_in_stripped_builds() {
+    trace_build(GO_DEBIAN, BuildMode::Stripped);
     trace_build(GO_CLASSIC, BuildMode::Stripped);
     trace_build(GO_SWISS, BuildMode::Stripped);
 }
 
 #[test]
 fn names_types_and_lines_in_pie_builds() {
+    trace_build(GO_DEBIAN, BuildMode::Pie);
     trace_build(GO_CLASSIC, BuildMode::Pie);
     trace_build(GO_SWISS, BuildMode::Pie);
 }
 
 #[test]
 fn names_types_and_lines_in_cgo_builds() {
+    trace_build(GO_DEBIAN, BuildMode::Cgo);
     trace_build(GO_CLASSIC, BuildMode::Cgo);
     trace_build(GO_SWISS, BuildMode::Cgo);
 }
@@ -297,7 +302,7 @@ fn traces_a_process_in_another_mount_namespace() {
 /// The binary checks that make the above meaningful: the builds really are what they claim.
 #[test]
 fn build_modes_are_what_they_claim() {
-    for version in [GO_CLASSIC, GO_SWISS] {
+    for version in [GO_DEBIAN, GO_CLASSIC, GO_SWISS] {
         let file = |mode| fs::read(build_go_mode("culprit", version, mode)).unwrap();
         let normal = file(BuildMode::Default);
         let has = |data: &[u8], section: &str| {

@@ -1,6 +1,7 @@
 //! map-trace's assign, delete and clear events equal, map by map and key by key, what a
-//! real Go program did — on a classic-map and a swiss-map Go release, attaching by pid and
-//! starting the program through `--`.
+//! real Go program did — on a classic-map and a swiss-map Go release and Debian's Go 1.19,
+//! attaching by pid and starting the program through `--`; and on every supported build
+//! with its build info removed, where the version comes from the runtime's own string.
 //!
 //! mapops runs every operation at a random stack depth in a fresh goroutine, so some map
 //! calls grow the stack in their prologue: an entry probe on a function's first byte counts
@@ -12,11 +13,11 @@
     reason = "test code fails by panicking"
 )]
 
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
 use integration_tests::{
-    GO_CLASSIC, GO_SWISS, Program, Report, Tracer, assert_events_match, build_go, read_csv,
-    trace_command,
+    BuildMode, GO_CLASSIC, GO_DEBIAN, GO_SWISS, Program, Report, Tracer, VARIANTS, Variant,
+    assert_events_match, build_go, go_version_of, read_csv, trace_command, without_build_info,
 };
 
 const LIMIT: Duration = Duration::from_mins(4);
@@ -78,9 +79,14 @@ fn by_pid(go: &str, flavour: &str) {
     check_summary(&done.stdout, &report, flavour);
 }
 
-fn through_command(go: &str, flavour: &str) {
-    let mut run = trace_command(&build_go("mapops", go), &["-n", "2000"]);
+/// Traces `bin` (a mapops build) through `--`; the `attached` line must name `version`.
+fn through_command(bin: &Path, version: &str, flavour: &str) {
+    let mut run = trace_command(bin, &["-n", "2000"]);
     let attached = run.tracer.wait_attached(LIMIT);
+    assert!(
+        attached.contains(&format!("({version}, {flavour} maps)")),
+        "{attached}"
+    );
     let done = run.tracer.finish(LIMIT);
     assert!(done.status.success(), "map-trace: {:?}", done.stderr);
     let pid: u32 = attached
@@ -113,13 +119,70 @@ fn swiss_maps_by_pid() {
 }
 
 #[test]
+fn debian_go_by_pid() {
+    by_pid(GO_DEBIAN, "classic");
+}
+
+#[test]
 fn classic_maps_through_command() {
-    through_command(GO_CLASSIC, "classic");
+    let go = GO_CLASSIC;
+    through_command(&build_go("mapops", go), &format!("go{go}"), "classic");
 }
 
 #[test]
 fn swiss_maps_through_command() {
-    through_command(GO_SWISS, "swiss");
+    let go = GO_SWISS;
+    through_command(&build_go("mapops", go), &format!("go{go}"), "swiss");
+}
+
+#[test]
+fn debian_go_through_command() {
+    let go = GO_DEBIAN;
+    through_command(&build_go("mapops", go), &format!("go{go}"), "classic");
+}
+
+/// `v` built in `mode`, then its build info removed: the version `go version` read before
+/// that is the one map-trace finds, and the counts are exact.
+fn without_build_info_in(v: Variant, mode: BuildMode) {
+    let bin = v.build_mode("mapops", mode);
+    through_command(&without_build_info(&bin), &go_version_of(&bin), v.flavour());
+}
+
+macro_rules! without_build_info_tests {
+    ($($name:ident => $index:expr,)*) => {
+        $(
+            /// Stripped too: the version string is found by scanning the data.
+            #[test]
+            fn $name() {
+                without_build_info_in(VARIANTS[$index], BuildMode::Stripped);
+            }
+        )*
+    };
+}
+
+without_build_info_tests! {
+    without_build_info_go1_19 => 0,
+    without_build_info_go1_21 => 1,
+    without_build_info_go1_22 => 2,
+    without_build_info_go1_23 => 3,
+    without_build_info_go1_24 => 4,
+    without_build_info_go1_24_noswissmap => 5,
+    without_build_info_go1_25 => 6,
+    without_build_info_go1_25_noswissmap => 7,
+    without_build_info_go1_26 => 8,
+    without_build_info_go1_27 => 9,
+    without_build_info_go1_27_mapsplitgroup => 10,
+}
+
+/// With a symbol table the version is read at `runtime.buildVersion`; in PIE builds its
+/// pointer is a relocation.
+#[test]
+fn without_build_info_with_symbols_and_pie() {
+    for go in [GO_DEBIAN, GO_SWISS] {
+        let v = Variant { go, experiment: "" };
+        without_build_info_in(v, BuildMode::Default);
+        without_build_info_in(v, BuildMode::Pie);
+    }
 }
 
 /// CSV on standard output: the summary moves to standard error, the CSV stays parseable.

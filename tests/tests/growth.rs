@@ -189,16 +189,17 @@ macro_rules! matrix_tests {
 }
 
 matrix_tests! {
-    go1_21 => 0,
-    go1_22 => 1,
-    go1_23 => 2,
-    go1_24 => 3,
-    go1_24_noswissmap => 4,
-    go1_25 => 5,
-    go1_25_noswissmap => 6,
-    go1_26 => 7,
-    go1_27 => 8,
-    go1_27_mapsplitgroup => 9,
+    go1_19 => 0,
+    go1_21 => 1,
+    go1_22 => 2,
+    go1_23 => 3,
+    go1_24 => 4,
+    go1_24_noswissmap => 5,
+    go1_25 => 6,
+    go1_25_noswissmap => 7,
+    go1_26 => 8,
+    go1_27 => 9,
+    go1_27_mapsplitgroup => 10,
 }
 
 #[test]

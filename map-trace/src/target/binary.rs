@@ -16,17 +16,20 @@ use thiserror::Error;
 pub use super::pclntab::Frame;
 use super::{
     buildinfo::{self, BuildInfoError},
+    buildversion::{self, BuildVersionError},
     gotypes::{self, Memory, Module, ModuleError},
     pclntab::{self, Pclntab, PclntabError},
 };
-use crate::goruntime::GoVersion;
+use crate::goruntime::{self, GoVersion, Layout};
 
+/// Each message names its cause itself, so no cause is also a `source`: `main` prints the
+/// chain of sources after the message, which would say it twice.
 #[derive(Debug, Error)]
 pub enum BinaryError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {reason}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     #[error("{path} is not an ELF executable ({reason}): map-trace traces Go programs")]
     NotElf { path: PathBuf, reason: String },
@@ -35,17 +38,31 @@ pub enum BinaryError {
         path: PathBuf,
         arch: object::Architecture,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}: {reason}")]
     BuildInfo {
         path: PathBuf,
-        source: BuildInfoError,
+        reason: BuildInfoError,
+    },
+    #[error("{path}: {reason}")]
+    BuildVersion {
+        path: PathBuf,
+        reason: BuildVersionError,
     },
     #[error("{path}: no Go function table (.gopclntab) found")]
     NoPclntab { path: PathBuf },
-    #[error("{path}: {source}")]
-    Pclntab { path: PathBuf, source: PclntabError },
-    #[error("{path}: {source}")]
-    Module { path: PathBuf, source: ModuleError },
+    #[error(
+        "{path} says it was built with {version}, but its function table has the format of {found} (magic {magic:#x}): refusing an inconsistent binary"
+    )]
+    TableFormat {
+        path: PathBuf,
+        version: String,
+        found: &'static str,
+        magic: u32,
+    },
+    #[error("{path}: {reason}")]
+    Pclntab { path: PathBuf, reason: PclntabError },
+    #[error("{path}: {reason}")]
+    Module { path: PathBuf, reason: ModuleError },
 }
 
 /// A function's bounds in the binary.
@@ -113,31 +130,28 @@ impl Memory for Image {
         Some(u64::from_le_bytes(bytes.try_into().ok()?))
     }
 
-    fn pointers_to(&self, target: u64) -> Vec<u64> {
-        let mut found: Vec<u64> = self
-            .relative
+    fn data_words(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let relocated = self.relative.iter().map(|(&at, &target)| (at, target));
+        let stored = self
+            .segments
             .iter()
-            .filter(|&(_, &t)| t == target)
-            .map(|(&at, _)| at)
-            .collect();
-        for s in self.segments.iter().filter(|s| s.writable) {
-            let Some(bytes) = self.segment_bytes(s) else {
-                continue;
-            };
-            // Start at the first 8-aligned address of the segment.
-            let skip = usize::try_from(s.vaddr.wrapping_neg() % 8).unwrap_or_default();
-            let words = bytes.get(skip..).unwrap_or_default().chunks_exact(8);
-            for (i, word) in words.enumerate() {
-                if word == target.to_le_bytes() {
-                    let at = u64::try_from(skip + i * 8)
-                        .ok()
-                        .and_then(|off| s.vaddr.checked_add(off));
-                    found.extend(at);
-                }
-            }
-        }
-        found.sort_unstable();
-        found
+            .filter(|s| s.writable)
+            .flat_map(move |s| {
+                // From the first 8-aligned address of the segment.
+                let skip = s.vaddr.wrapping_neg() % 8;
+                let bytes = usize::try_from(skip)
+                    .ok()
+                    .and_then(|skip| self.segment_bytes(s)?.get(skip..))
+                    .unwrap_or_default();
+                (0_u64..)
+                    .zip(bytes.chunks_exact(8))
+                    .filter_map(move |(i, word)| {
+                        let at = s.vaddr.checked_add(skip)?.checked_add(i.checked_mul(8)?)?;
+                        Some((at, u64::from_le_bytes(word.try_into().ok()?)))
+                    })
+            });
+        // Where a relocation writes, the file's bytes are not what the loader leaves.
+        relocated.chain(stored.filter(|(at, _)| !self.relative.contains_key(at)))
     }
 }
 
@@ -176,9 +190,9 @@ impl GoBinary {
     /// Reads `path` (for a running process, `/proc/PID/exe`, which works for deleted binaries
     /// and other mount namespaces too).
     pub fn open(path: &Path) -> Result<Self, BinaryError> {
-        let data = std::fs::read(path).map_err(|source| BinaryError::Read {
+        let data = std::fs::read(path).map_err(|reason| BinaryError::Read {
             path: path.to_owned(),
-            source,
+            reason,
         })?;
         Self::parse(path, data)
     }
@@ -206,10 +220,7 @@ impl GoBinary {
             .and_then(|s| s.data().ok())
             .or_else(|| buildinfo::find(&data).and_then(|at| data.get(at..)))
             .unwrap_or_default();
-        let version = buildinfo::version(blob).map_err(|source| BinaryError::BuildInfo {
-            path: path.clone(),
-            source,
-        })?;
+        let build_info = buildinfo::version(blob);
         let objects = data_symbols(&file, data.len()).ok_or_else(|| BinaryError::NotElf {
             path: path.clone(),
             reason: "symbol names overlap".into(),
@@ -245,13 +256,16 @@ impl GoBinary {
             .find_map(|name| file.section_by_name(name))
             .map(|s| s.address());
         drop(file);
+        let image = Image {
+            data,
+            segments,
+            relative,
+        };
+        let symbol = objects.get(buildversion::SYMBOL).copied();
+        let version = go_version(&path, build_info, &image, symbol)?;
         let mut binary = Self {
             path,
-            image: Image {
-                data,
-                segments,
-                relative,
-            },
+            image,
             version,
             pie,
             functions: HashMap::new(),
@@ -260,44 +274,50 @@ impl GoBinary {
         };
         let layout = GoVersion::parse(&binary.version)
             .ok()
-            .and_then(|v| gotypes::moduledata_layout(v.minor));
+            .and_then(|v| goruntime::release(v.minor));
         if let Some(layout) = layout {
-            binary.load_tables(&layout, pclntab_section)?;
+            binary.load_tables(layout, pclntab_section)?;
         }
         Ok(binary)
     }
 
-    /// Finds the pclntab and moduledata and reads every function's bounds.
-    fn load_tables(
-        &mut self,
-        layout: &gotypes::ModuledataLayout,
-        section: Option<u64>,
-    ) -> Result<(), BinaryError> {
+    /// Finds the pclntab and moduledata and reads every function's bounds. The table must
+    /// be in the format of the release the binary says it is.
+    fn load_tables(&mut self, layout: &Layout, section: Option<u64>) -> Result<(), BinaryError> {
         let path = || self.path.clone();
         let pclntab = section
             .or_else(|| self.scan_for_pclntab())
             .ok_or_else(|| BinaryError::NoPclntab { path: path() })?;
         let bytes = self.image.bytes_at(pclntab).unwrap_or_default();
-        let pclntab_error = |source| BinaryError::Pclntab {
+        let pclntab_error = |reason| BinaryError::Pclntab {
             path: path(),
-            source,
+            reason,
         };
         // The text start is not known yet: parse once for the header's offsets.
         let header = Pclntab::parse(bytes, 0).map_err(pclntab_error)?;
+        let format = header.format();
+        if *format != layout.pclntab {
+            return Err(BinaryError::TableFormat {
+                path: path(),
+                version: self.version.clone(),
+                found: format.releases,
+                magic: format.magic,
+            });
+        }
         let funcnametab = u64::try_from(header.funcnametab_offset())
             .ok()
             .and_then(|off| pclntab.checked_add(off))
             .ok_or(pclntab_error(PclntabError::Corrupt("header")))?;
         let module = Module::find(
             &self.image,
-            layout,
+            &layout.moduledata,
             pclntab,
             funcnametab,
             self.objects.get("runtime.firstmoduledata").copied(),
         )
-        .map_err(|source| BinaryError::Module {
+        .map_err(|reason| BinaryError::Module {
             path: path(),
-            source,
+            reason,
         })?;
         let table = Pclntab::parse(bytes, module.text).map_err(pclntab_error)?;
         // Go's code is in the file: functions that reach further are corrupt, and sizing
@@ -346,15 +366,16 @@ impl GoBinary {
         Ok(())
     }
 
-    /// The first 8-aligned pclntab header in the loaded image that parses.
+    /// The first 8-aligned pclntab header in the loaded image that parses, in any format.
     fn scan_for_pclntab(&self) -> Option<u64> {
-        let magic = pclntab::MAGIC.to_le_bytes();
+        let magics = pclntab::FORMATS.map(|f| f.magic.to_le_bytes());
         self.image.segments.iter().find_map(|s| {
             let bytes = self.image.segment_bytes(s)?;
             let skip = usize::try_from(s.vaddr.wrapping_neg() % 8).ok()?;
             (skip..bytes.len()).step_by(8).find_map(|at| {
                 let rest = bytes.get(at..)?;
-                if !rest.starts_with(&magic) || Pclntab::parse(rest, 0).is_err() {
+                let magic = magics.iter().any(|m| rest.starts_with(m));
+                if !magic || Pclntab::parse(rest, 0).is_err() {
                     return None;
                 }
                 s.vaddr.checked_add(u64::try_from(at).ok()?)
@@ -380,7 +401,8 @@ impl GoBinary {
         &self.path
     }
 
-    /// The raw Go version string from the build info.
+    /// The raw Go version string: from the build info, or the runtime's
+    /// (`runtime.buildVersion`) when the build info was removed.
     #[must_use]
     pub fn version(&self) -> &str {
         &self.version
@@ -473,6 +495,34 @@ impl GoBinary {
     }
 }
 
+/// The Go version: from the build info, else from the runtime's own string, which is there
+/// when some release builds remove the build info, and before Go 1.18, whose build info held
+/// no version string of its own. `symbol` is `runtime.buildVersion`'s address, if known.
+fn go_version(
+    path: &Path,
+    build_info: Result<String, BuildInfoError>,
+    image: &Image,
+    symbol: Option<u64>,
+) -> Result<String, BinaryError> {
+    let build_info_error = |reason| BinaryError::BuildInfo {
+        path: path.to_owned(),
+        reason,
+    };
+    match build_info {
+        Ok(version) => Ok(version),
+        Err(BuildInfoError::Missing) => {
+            buildversion::find(image, symbol).map_err(|reason| BinaryError::BuildVersion {
+                path: path.to_owned(),
+                reason,
+            })
+        }
+        Err(reason @ BuildInfoError::OldFormat) => {
+            buildversion::find(image, symbol).map_err(|_| build_info_error(reason))
+        }
+        Err(reason) => Err(build_info_error(reason)),
+    }
+}
+
 /// Data symbols (global variables) by name; `None` when their names add up to more than
 /// the file, which only a crafted symbol table pointing them into one long string does
 /// (copying them out could take gigabytes).
@@ -515,7 +565,7 @@ pub(crate) mod testing {
             TYPE_STR, TYPE_TFLAG,
         },
         pclntab::{
-            Pclntab,
+            GO_1_20, Pclntab,
             testing::{TestFunc, table},
         },
     };
@@ -553,6 +603,8 @@ pub(crate) mod testing {
         pub extra_segments: usize,
         /// Another name for `main.main`.
         pub main_name: Option<String>,
+        /// No `.go.buildinfo` blob: only `runtime.buildVersion` tells the version.
+        pub without_build_info: bool,
     }
 
     /// The file and where its parts are.
@@ -563,6 +615,8 @@ pub(crate) mod testing {
         pub map_type: u64,
         pub key_type: u64,
         pub moduledata: u64,
+        /// `runtime.buildVersion`: a string header pointing at `go1.26.6` in read-only data.
+        pub build_version: u64,
         /// File offsets of the pclntab and of the symbol table (0 without one).
         pub pclntab_at: usize,
         pub symtab_at: usize,
@@ -619,7 +673,7 @@ pub(crate) mod testing {
             })
             .collect();
         let end = 0x40 * u32::try_from(FUNCTIONS.len()).unwrap();
-        let pclntab_bytes = table(&funcs, end, &[]);
+        let pclntab_bytes = table(&GO_1_20, &funcs, end, &[]);
         let funcnametab = u64_of(
             Pclntab::parse(&pclntab_bytes, 0)
                 .unwrap()
@@ -644,14 +698,18 @@ pub(crate) mod testing {
         put(&mut b, field(key_at, TYPE_STR), &0xa0_i32.to_le_bytes());
         put(&mut b, types_at + 0x80, b"\x00\x0f*map[string]int");
         put(&mut b, types_at + 0xa0, b"\x00\x06string");
+        let version_at = b.len();
+        b.extend_from_slice(b"go1.26.6");
         let code_end = b.len();
 
-        // Writable: build info, moduledata.
+        // Writable: build info, moduledata, runtime.buildVersion.
         let data_at = align(&mut b, 16);
-        b.extend_from_slice(b"\xff Go buildinf:\x08\x02");
-        b.resize(data_at + 32, 0);
-        b.push(8);
-        b.extend_from_slice(b"go1.26.6\0");
+        if !options.without_build_info {
+            b.extend_from_slice(b"\xff Go buildinf:\x08\x02");
+            b.resize(data_at + 32, 0);
+            b.push(8);
+            b.extend_from_slice(b"go1.26.6\0");
+        }
         let moduledata_at = align(&mut b, 8);
         let moduledata = DATA_BASE + u64_of(moduledata_at);
         b.resize(moduledata_at + 336, 0);
@@ -667,6 +725,9 @@ pub(crate) mod testing {
         ] {
             put(&mut b, field(moduledata_at, off), &value.to_le_bytes());
         }
+        let build_version_at = align(&mut b, 8);
+        b.extend_from_slice(&(BASE + u64_of(version_at)).to_le_bytes());
+        b.extend_from_slice(&8_u64.to_le_bytes());
         let data_end = b.len();
 
         // Symbols: .symtab, .strtab, .shstrtab and the section headers.
@@ -761,6 +822,7 @@ pub(crate) mod testing {
             map_type: types,
             key_type: types + 0x40,
             moduledata,
+            build_version: DATA_BASE + u64_of(build_version_at),
             pclntab_at,
             symtab_at,
         }
@@ -778,7 +840,7 @@ mod tests {
         *,
     };
     use crate::{
-        goruntime::{Flavour, Runtime},
+        goruntime::{Flavour, Runtime, RuntimeError},
         target::{gotypes::Kind, mutate::mutated},
     };
 
@@ -871,6 +933,140 @@ mod tests {
     }
 
     #[test]
+    fn reads_the_runtime_version_without_build_info() {
+        let bare = || Options {
+            without_build_info: true,
+            ..Options::default()
+        };
+        let at = elf(&bare()).build_version;
+        let with_symbol = |addr| Options {
+            symbols: vec![(buildversion::SYMBOL.to_owned(), addr)],
+            ..bare()
+        };
+        let pie = Options {
+            pie: true,
+            ..bare()
+        };
+        for options in [bare(), pie, with_symbol(at)] {
+            let binary = parse(elf(&options).bytes).unwrap();
+            assert_eq!(binary.version(), "go1.26.6");
+            assert_eq!(Runtime::of(&binary).unwrap().flavour, Flavour::Swiss);
+        }
+        // A symbol that names no version string is an error, not a reason to scan.
+        assert!(matches!(
+            parse(elf(&with_symbol(at + 8)).bytes),
+            Err(BinaryError::BuildVersion {
+                reason: BuildVersionError::BadSymbol,
+                ..
+            })
+        ));
+    }
+
+    /// The synthetic binary with every copy of its version string replaced by `version`
+    /// (as long).
+    fn claiming(options: &Options, version: &str) -> Vec<u8> {
+        let mut bytes = elf(options).bytes;
+        let (from, to) = (b"go1.26.6", version.as_bytes());
+        assert_eq!(from.len(), to.len());
+        while let Some(at) = bytes.windows(from.len()).position(|w| w == from) {
+            bytes[at..at + to.len()].copy_from_slice(to);
+        }
+        bytes
+    }
+
+    #[test]
+    fn versions_that_disagree_with_the_binary_are_refused() {
+        let bare = Options {
+            without_build_info: true,
+            ..Options::default()
+        };
+        for options in [Options::default(), bare] {
+            // Go 1.19 writes the Go 1.18 pclntab format; this table is 1.20's.
+            let err = parse(claiming(&options, "go1.19.8")).err().unwrap();
+            assert!(
+                matches!(
+                    err,
+                    BinaryError::TableFormat {
+                        found: "Go 1.20 and later",
+                        magic: 0xffff_fff1,
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+            assert!(err.to_string().contains("says it was built with go1.19.8"));
+            // Go 1.23 builds classic maps; this binary has the swiss maps' runtime.
+            let binary = parse(claiming(&options, "go1.23.9")).unwrap();
+            let err = Runtime::of(&binary).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    RuntimeError::FlavourMismatch {
+                        claimed: Flavour::Classic,
+                        found: Flavour::Swiss,
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn old_build_info_names_no_version_but_the_runtime_does() {
+        // Before Go 1.18 the build info pointed at the version instead of holding it.
+        let mut bytes = claiming(&Options::default(), "go1.17.9");
+        let magic = bytes
+            .windows(14)
+            .position(|w| w == b"\xff Go buildinf:")
+            .unwrap();
+        bytes[magic + 15] = 0;
+        let binary = parse(bytes.clone()).unwrap();
+        assert_eq!(binary.version(), "go1.17.9");
+        let err = Runtime::of(&binary).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("built with go1.17.9; map-trace supports Go 1.19 and 1.21 to 1.27"),
+            "{err}"
+        );
+        // Without the runtime's string either, the build info's own error.
+        while let Some(at) = bytes.windows(8).position(|w| w == b"go1.17.9") {
+            bytes[at] = b'x';
+        }
+        assert!(matches!(
+            parse(bytes),
+            Err(BinaryError::BuildInfo {
+                reason: BuildInfoError::OldFormat,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_cause_is_said_once() {
+        // main prints the chain of sources: a message that names its cause has none.
+        let mut s = elf(&Options {
+            without_build_info: true,
+            ..Options::default()
+        });
+        let version = s.bytes.windows(8).position(|w| w == b"go1.26.6").unwrap();
+        s.bytes[version] = b'x';
+        let err = parse(s.bytes).err().unwrap();
+        assert!(matches!(
+            err,
+            BinaryError::BuildVersion {
+                reason: BuildVersionError::Missing,
+                ..
+            }
+        ));
+        assert!(std::error::Error::source(&err).is_none(), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "synthetic: no Go build info and no Go runtime version string (not a Go program)"
+        );
+    }
+
+    #[test]
     fn too_many_segments_are_refused() {
         let segments = |extra_segments| {
             parse(
@@ -930,7 +1126,7 @@ mod tests {
         assert!(matches!(
             parse(s.bytes),
             Err(BinaryError::Pclntab {
-                source: PclntabError::Corrupt("functions reach past the file"),
+                reason: PclntabError::Corrupt("functions reach past the file"),
                 ..
             })
         ));
@@ -955,7 +1151,7 @@ mod tests {
         assert!(matches!(
             parse(s.bytes),
             Err(BinaryError::Pclntab {
-                source: PclntabError::Corrupt("function names overlap"),
+                reason: PclntabError::Corrupt("function names overlap"),
                 ..
             })
         ));
@@ -993,6 +1189,18 @@ mod tests {
         #[test]
         fn mutated_stripped_pie_binaries_never_panic(
             bytes in mutated(elf(&Options { pie: true, ..Options::default() }).bytes),
+        ) {
+            let s = elf(&Options::default());
+            if let Ok(binary) = parse(bytes) {
+                poke(&binary, &[s.text + 8, s.text + 0x88, s.map_type, s.key_type, 0]);
+            }
+        }
+
+        #[test]
+        fn mutated_binaries_without_build_info_never_panic(
+            bytes in mutated(
+                elf(&Options { without_build_info: true, ..Options::default() }).bytes,
+            ),
         ) {
             let s = elf(&Options::default());
             if let Ok(binary) = parse(bytes) {

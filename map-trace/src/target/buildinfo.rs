@@ -9,7 +9,7 @@ const FLAG_INLINE_STRINGS: u8 = 2;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum BuildInfoError {
-    #[error("no Go build info (not a Go program)")]
+    #[error("no Go build info")]
     Missing,
     #[error("Go build info is in the pre-1.18 format (a Go release older than 1.18)")]
     OldFormat,

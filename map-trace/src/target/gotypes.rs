@@ -8,7 +8,7 @@
 use thiserror::Error;
 
 use super::pclntab::uvarint;
-use crate::goruntime::{LAYOUTS, MAP_TYPE_KEY};
+use crate::goruntime::MAP_TYPE_KEY;
 
 /// Byte offsets in `runtime.moduledata` of the fields map-trace reads (checked against DWARF
 /// for every supported release by the integration tests).
@@ -25,7 +25,15 @@ pub struct ModuledataLayout {
 pub const MODULEDATA_PCHEADER: u64 = 0;
 pub const MODULEDATA_FUNCNAMETAB: u64 = 8;
 
-/// Go 1.21 – 1.26.
+/// Go 1.19.
+pub const MODULEDATA_1_19: ModuledataLayout = ModuledataLayout {
+    text: 176,
+    types: 280,
+    etypes: 288,
+    gofunc: 304,
+};
+
+/// Go 1.20 added `covctrs` and `ecovctrs` (coverage counters) before `end`; 1.21 – 1.26.
 pub const MODULEDATA_1_21: ModuledataLayout = ModuledataLayout {
     text: 176,
     types: 296,
@@ -40,16 +48,6 @@ pub const MODULEDATA_1_27: ModuledataLayout = ModuledataLayout {
     etypes: 312,
     gofunc: 344,
 };
-
-/// The moduledata layout of Go 1.`minor`; `None` for a release map-trace does not support.
-/// Both map flavours of a release share it, so any row of the version table will do.
-#[must_use]
-pub fn moduledata_layout(minor: u32) -> Option<ModuledataLayout> {
-    LAYOUTS
-        .iter()
-        .find(|l| l.minors.contains(&minor))
-        .map(|l| l.moduledata)
-}
 
 /// `abi.Type` fields (the same in Go 1.21 – 1.27).
 pub const TYPE_TFLAG: u64 = 20;
@@ -153,8 +151,20 @@ pub trait Memory {
     fn bytes_at(&self, vaddr: u64) -> Option<&[u8]>;
     /// The pointer stored at `vaddr` once relocated (a link-time address).
     fn pointer_at(&self, vaddr: u64) -> Option<u64>;
-    /// Every aligned word in writable data that holds a pointer to `target`.
-    fn pointers_to(&self, target: u64) -> Vec<u64>;
+    /// Every aligned word of writable data, as the loader leaves it (relocated): its address
+    /// and value.
+    fn data_words(&self) -> impl Iterator<Item = (u64, u64)> + '_;
+
+    /// Every aligned word in writable data that holds a pointer to `target`, lowest first.
+    fn pointers_to(&self, target: u64) -> Vec<u64> {
+        let mut found: Vec<u64> = self
+            .data_words()
+            .filter(|&(_, value)| value == target)
+            .map(|(at, _)| at)
+            .collect();
+        found.sort_unstable();
+        found
+    }
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -310,19 +320,10 @@ mod tests {
             ))
         }
 
-        fn pointers_to(&self, target: u64) -> Vec<u64> {
-            let mut found: Vec<u64> = (0..self.bytes.len() as u64)
+        fn data_words(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+            (0..self.bytes.len() as u64)
                 .step_by(8)
-                .map(|o| self.base + o)
-                .filter(|&a| self.pointer_at(a) == Some(target))
-                .collect();
-            found.extend(
-                self.relocs
-                    .iter()
-                    .filter(|&(_, &t)| t == target)
-                    .map(|(&a, _)| a),
-            );
-            found
+                .filter_map(|o| Some((self.base + o, self.pointer_at(self.base + o)?)))
         }
     }
 
@@ -466,21 +467,6 @@ mod tests {
         assert!(Kind::Uintptr.is_integer() && !Kind::Uintptr.is_signed());
         assert!(Kind::Int8.is_signed() && !Kind::Float32.is_integer());
         assert!(Kind::Pointer.is_pointer() && !Kind::Uint64.is_pointer());
-    }
-
-    #[test]
-    fn every_supported_release_has_one_moduledata_layout() {
-        for minor in crate::goruntime::SUPPORTED_MINORS {
-            let rows: Vec<ModuledataLayout> = LAYOUTS
-                .iter()
-                .filter(|l| l.minors.contains(&minor))
-                .map(|l| l.moduledata)
-                .collect();
-            assert!(!rows.is_empty(), "1.{minor}");
-            assert!(rows.iter().all(|r| *r == rows[0]), "1.{minor}: {rows:?}");
-            assert_eq!(moduledata_layout(minor), Some(rows[0]));
-        }
-        assert_eq!(moduledata_layout(20), None);
     }
 
     /// Type lookups at `addrs` through `m`: a key type found is in the type section.

@@ -3,6 +3,7 @@
 
 pub mod binary;
 pub mod buildinfo;
+pub mod buildversion;
 pub mod disasm;
 pub mod gotypes;
 pub mod launch;

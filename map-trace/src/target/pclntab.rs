@@ -1,34 +1,77 @@
-//! `.gopclntab`, the Go runtime's own function table (Go 1.20+ format): function bounds,
-//! names, source positions and the inline tree. It is in every Go binary, stripped ones
-//! too, so function lookup and call-site symbolization need no symbol table or DWARF.
+//! `.gopclntab`, the Go runtime's own function table (the formats of Go 1.18 and of 1.20+):
+//! function bounds, names, source positions and the inline tree. It is in every Go binary,
+//! stripped ones too, so function lookup and call-site symbolization need no symbol table
+//! or DWARF.
 //!
 //! Layout and decoding follow `runtime/symtab.go` and `runtime/symtabinl.go`. Every read is
 //! bounds-checked: a truncated or corrupt table gives an error or `None`, never a panic.
 
 use thiserror::Error;
 
-/// `abi.Go120PCLnTabMagic`: the format of Go 1.20 and later (1.21–1.27 use it unchanged).
-pub const MAGIC: u32 = 0xffff_fff1;
+/// What differs between the table formats: the magic, and where a function's `_func` record
+/// and an inline tree's `inlinedCall` entry keep the fields read here (offsets checked
+/// against DWARF for every supported release by the integration tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Format {
+    pub magic: u32,
+    /// The releases that write it, for messages.
+    pub releases: &'static str,
+    /// Size of `_func`'s fixed part, before its pcdata and funcdata offsets.
+    pub func_len: usize,
+    pub func_flag: usize,
+    pub func_nfuncdata: usize,
+    pub inlined_call_len: u64,
+    /// `inlinedCall`'s function name offset (into funcnametab) and parent pc.
+    pub inlined_name_off: usize,
+    pub inlined_parent_pc: usize,
+}
+
+/// `abi.Go118PCLnTabMagic`. `_func`: cuOffset u32 @32, funcID u8 @36, flag @37, pad,
+/// nfuncdata @39. `inlinedCall`: parent i16, funcID u8, pad, file i32, line i32, func_
+/// (the name offset) i32 @12, parentPc i32 @16.
+pub const GO_1_18: Format = Format {
+    magic: 0xffff_fff0,
+    releases: "Go 1.18 and 1.19",
+    func_len: 40,
+    func_flag: 37,
+    func_nfuncdata: 39,
+    inlined_call_len: 20,
+    inlined_name_off: 12,
+    inlined_parent_pc: 16,
+};
+
+/// `abi.Go120PCLnTabMagic` (1.21–1.27 use it unchanged). `_func` gained startLine i32 @36
+/// (funcID @40, flag @41, nfuncdata @43); `inlinedCall` became funcID u8, 3 pad bytes,
+/// nameOff i32 @4, parentPc i32 @8, startLine i32 @12.
+pub const GO_1_20: Format = Format {
+    magic: 0xffff_fff1,
+    releases: "Go 1.20 and later",
+    func_len: 44,
+    func_flag: 41,
+    func_nfuncdata: 43,
+    inlined_call_len: 16,
+    inlined_name_off: 4,
+    inlined_parent_pc: 8,
+};
+
+/// The formats this reader knows, told apart by their magic.
+pub static FORMATS: [Format; 2] = [GO_1_18, GO_1_20];
+
 /// `pcHeader`: magic, 2 pad bytes, minLC, ptrSize, then 8 pointer-sized words.
 const HEADER_LEN: usize = 72;
 /// `abi.PCDATA_InlTreeIndex`.
 const PCDATA_INL_TREE_INDEX: u32 = 2;
 /// `abi.FUNCDATA_InlTree`.
 pub const FUNCDATA_INL_TREE: u32 = 3;
-/// `runtime.inlinedCall`: funcID u8, 3 pad bytes, nameOff i32, parentPc i32, startLine i32.
-const INLINED_CALL_LEN: u64 = 16;
-/// Fixed part of `runtime._func`, before its pcdata and funcdata offsets, and the fields
-/// read from it: entryOff u32 @0, nameOff i32 @4, pc tables (offsets into pctab) pcsp @16,
-/// pcfile @20, pcln @24, npcdata u32 @28, cuOffset u32 @32, flag u8 @41, nfuncdata u8 @43.
-const FUNC_LEN: usize = 44;
+/// The fields of `runtime._func` that every format has in the same place: entryOff u32 @0,
+/// nameOff i32 @4, pc tables (offsets into pctab) pcsp @16, pcfile @20, pcln @24, npcdata
+/// u32 @28, cuOffset u32 @32.
 const FUNC_NAME_OFF: usize = 4;
 const FUNC_PCSP: usize = 16;
 const FUNC_PCFILE: usize = 20;
 const FUNC_PCLN: usize = 24;
 const FUNC_NPCDATA: usize = 28;
 const FUNC_CU_OFFSET: usize = 32;
-const FUNC_FLAG: usize = 41;
-const FUNC_NFUNCDATA: usize = 43;
 /// `abi.FuncFlagAsm` in `_func.flag`: the function is written in assembly.
 const FUNC_FLAG_ASM: u8 = 4;
 /// The file the compiler gives code it generates (wrappers, equality functions).
@@ -41,7 +84,7 @@ const MAX_FRAMES_TEXT: usize = 1 << 20;
 
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
 pub enum PclntabError {
-    #[error("no Go 1.20+ function table (magic {0:#x})")]
+    #[error("no Go 1.18+ function table (magic {0:#x})")]
     Magic(u32),
     #[error("function table is truncated or corrupt: {0}")]
     Corrupt(&'static str),
@@ -59,6 +102,7 @@ pub struct Frame {
 #[derive(Clone, Copy, Debug)]
 pub struct Pclntab<'a> {
     data: &'a [u8],
+    format: &'static Format,
     /// Link-time address function entries are relative to (`moduledata.text`).
     text: u64,
     min_lc: u8,
@@ -75,6 +119,7 @@ pub struct Pclntab<'a> {
 #[derive(Clone, Copy, Debug)]
 pub struct Func<'a> {
     raw: &'a [u8],
+    format: &'static Format,
     pub entry: u64,
     /// Offset from `entry` of the next function in the table (includes alignment padding).
     next: u64,
@@ -188,16 +233,18 @@ impl PcValues<'_> {
 }
 
 impl<'a> Pclntab<'a> {
-    /// Reads the header at the start of `data`; `text` is `moduledata.text` (since Go 1.26
-    /// the header no longer holds the text start, and for cgo binaries it is not `.text`).
+    /// Reads the header at the start of `data`, in the format its magic names; `text` is
+    /// `moduledata.text` (since Go 1.26 the header no longer holds the text start, and for
+    /// cgo binaries it is not `.text`).
     pub fn parse(data: &'a [u8], text: u64) -> Result<Self, PclntabError> {
         let header = data
             .get(..HEADER_LEN)
             .ok_or(PclntabError::Corrupt("header"))?;
         let magic = u32_at(header, 0).ok_or(PclntabError::Corrupt("header"))?;
-        if magic != MAGIC {
-            return Err(PclntabError::Magic(magic));
-        }
+        let format = FORMATS
+            .iter()
+            .find(|f| f.magic == magic)
+            .ok_or(PclntabError::Magic(magic))?;
         let (pad, min_lc, ptr_size) = (
             header.get(4..6),
             header.get(6).copied(),
@@ -232,6 +279,7 @@ impl<'a> Pclntab<'a> {
         }
         Ok(Self {
             data,
+            format,
             text,
             min_lc,
             nfunc,
@@ -241,6 +289,12 @@ impl<'a> Pclntab<'a> {
             pctab: section(56)?,
             pcln,
         })
+    }
+
+    /// The table's format, as its magic says.
+    #[must_use]
+    pub fn format(&self) -> &'static Format {
+        self.format
     }
 
     /// Offset of `funcnametab` from the header: `moduledata.funcnametab` points there.
@@ -281,7 +335,7 @@ impl<'a> Pclntab<'a> {
         let raw = usize::try_from(func_off)
             .ok()
             .and_then(|at| self.pcln.get(at..))
-            .filter(|raw| raw.len() >= FUNC_LEN)
+            .filter(|raw| raw.len() >= self.format.func_len)
             .ok_or(corrupt.clone())?;
         // The record repeats its entry offset: a cheap consistency check.
         if u32_at(raw, 0) != Some(entry_off) || next_off < entry_off {
@@ -289,6 +343,7 @@ impl<'a> Pclntab<'a> {
         }
         Ok(Func {
             raw,
+            format: self.format,
             entry: self.text.checked_add(u64::from(entry_off)).ok_or(corrupt)?,
             next: u64::from(next_off - entry_off),
         })
@@ -441,7 +496,7 @@ impl<'a> Pclntab<'a> {
             let (file, line) = self.file_line(f, at);
             // A missing or corrupt inline entry falls back to the outermost frame, as the
             // runtime does.
-            let call = index.and_then(|i| InlinedCall::read(inl_tree?, i));
+            let call = index.and_then(|i| InlinedCall::read(self.format, inl_tree?, i));
             let Some(call) = call else {
                 frames.push(Frame {
                     function: outer_name.to_owned(),
@@ -480,7 +535,7 @@ impl Func<'_> {
 
     fn is_asm(&self) -> bool {
         self.raw
-            .get(FUNC_FLAG)
+            .get(self.format.func_flag)
             .is_some_and(|flag| flag & FUNC_FLAG_ASM != 0)
     }
 
@@ -498,19 +553,19 @@ impl Func<'_> {
             return None;
         }
         let at = usize::try_from(table).ok()?.checked_mul(4)?;
-        u32_at(self.raw, FUNC_LEN.checked_add(at)?).filter(|&off| off != 0)
+        u32_at(self.raw, self.format.func_len.checked_add(at)?).filter(|&off| off != 0)
     }
 
     /// Offset of funcdata `index` from `moduledata.gofunc`; `None` if the function has none.
     #[must_use]
     pub fn funcdata(&self, index: u32) -> Option<u32> {
-        let nfuncdata = *self.raw.get(FUNC_NFUNCDATA)?;
+        let nfuncdata = *self.raw.get(self.format.func_nfuncdata)?;
         if index >= u32::from(nfuncdata) {
             return None;
         }
         let slots = self.npcdata()?.checked_add(index)?;
         let at = usize::try_from(slots).ok()?.checked_mul(4)?;
-        u32_at(self.raw, FUNC_LEN.checked_add(at)?).filter(|&off| off != u32::MAX)
+        u32_at(self.raw, self.format.func_len.checked_add(at)?).filter(|&off| off != u32::MAX)
     }
 }
 
@@ -521,11 +576,11 @@ struct InlinedCall {
 }
 
 impl InlinedCall {
-    fn read(tree: &[u8], index: u64) -> Option<Self> {
-        let at = usize::try_from(index.checked_mul(INLINED_CALL_LEN)?).ok()?;
+    fn read(format: &Format, tree: &[u8], index: u64) -> Option<Self> {
+        let at = usize::try_from(index.checked_mul(format.inlined_call_len)?).ok()?;
         Some(Self {
-            name_off: i32_at(tree, at.checked_add(4)?)?,
-            parent_pc: i32_at(tree, at.checked_add(8)?)?,
+            name_off: i32_at(tree, at.checked_add(format.inlined_name_off)?)?,
+            parent_pc: i32_at(tree, at.checked_add(format.inlined_parent_pc)?)?,
         })
     }
 }
@@ -533,7 +588,7 @@ impl InlinedCall {
 /// Synthetic tables for unit tests, here and in the binary reader's.
 #[cfg(test)]
 pub(crate) mod testing {
-    use super::{HEADER_LEN, MAGIC};
+    use super::{Format, HEADER_LEN};
 
     /// One function of a synthetic table: where it starts (offset from text), its name and
     /// its pc tables as raw bytes.
@@ -546,11 +601,16 @@ pub(crate) mod testing {
         pub inl_index: Option<&'a [u8]>,
     }
 
-    /// A table of `funcs` (in entry order) whose last one ends at `end`, one compilation
-    /// unit whose file 0 is `/src/main.go`; `extra_names` follow the functions' names in
-    /// funcnametab (names of inlined functions). An inline index makes the function's
-    /// inline tree funcdata 3, at gofunc+0.
-    pub(crate) fn table(funcs: &[TestFunc<'_>], end: u32, extra_names: &[&str]) -> Vec<u8> {
+    /// A table in `format` of `funcs` (in entry order) whose last one ends at `end`, one
+    /// compilation unit whose file 0 is `/src/main.go`; `extra_names` follow the functions'
+    /// names in funcnametab (names of inlined functions). An inline index makes the
+    /// function's inline tree funcdata 3, at gofunc+0.
+    pub(crate) fn table(
+        format: &Format,
+        funcs: &[TestFunc<'_>],
+        end: u32,
+        extra_names: &[&str],
+    ) -> Vec<u8> {
         let mut funcnametab = vec![0];
         let mut name_offs = Vec::new();
         for name in funcs
@@ -577,10 +637,12 @@ pub(crate) mod testing {
             let inl = f.inl_index.map(&mut put);
             let mut record = Vec::new();
             let npcdata = if inl.is_some() { 3 } else { 0 };
-            for v in [f.entry, name_off, 0, 0, pcsp, pcfile, pcln, npcdata, 0, 10] {
+            // Up to cuOffset; the rest of the fixed part is zeros but nfuncdata.
+            for v in [f.entry, name_off, 0, 0, pcsp, pcfile, pcln, npcdata, 0] {
                 record.extend_from_slice(&v.to_le_bytes());
             }
-            record.extend_from_slice(&[0, 0, 0, if inl.is_some() { 4 } else { 0 }]);
+            record.resize(format.func_len, 0);
+            record[format.func_nfuncdata] = if inl.is_some() { 4 } else { 0 };
             if let Some(inl) = inl {
                 // pcdata 0..=2, then funcdata 0..=3: only the inline tree, at gofunc+0.
                 let none = u32::MAX;
@@ -604,7 +666,7 @@ pub(crate) mod testing {
             pclntable.extend_from_slice(&record);
         }
         let mut out = vec![0; HEADER_LEN];
-        out[..4].copy_from_slice(&MAGIC.to_le_bytes());
+        out[..4].copy_from_slice(&format.magic.to_le_bytes());
         out[6] = 1;
         out[7] = 8;
         out[8..16].copy_from_slice(&(funcs.len() as u64).to_le_bytes());
@@ -658,6 +720,7 @@ mod tests {
         pcln: Vec<u8>,
         inl_index: Option<Vec<u8>>,
         next_entry: u32,
+        format: &'static Format,
     }
 
     const TEXT: u64 = 0x1000;
@@ -673,7 +736,7 @@ mod tests {
                 inl_index: self.inl_index.as_deref(),
             };
             // main.f at name offset 1, main.inner at 8.
-            table(&[f], self.next_entry, &["main.inner"])
+            table(self.format, &[f], self.next_entry, &["main.inner"])
         }
     }
 
@@ -687,7 +750,18 @@ mod tests {
             pcln: vec![0x16, 0x06, 0x04, 0x1a, 0x00],
             inl_index: None,
             next_entry: 0x40,
+            format: &GO_1_20,
         }
+    }
+
+    /// An inline tree in `format` of one call of the function named at `name_off`, from
+    /// `parent_pc` (an offset from the outer function's entry).
+    fn tree(format: &Format, name_off: i32, parent_pc: i32) -> Vec<u8> {
+        let mut tree = vec![0; usize::try_from(format.inlined_call_len).unwrap()];
+        let (name, parent) = (format.inlined_name_off, format.inlined_parent_pc);
+        tree[name..name + 4].copy_from_slice(&name_off.to_le_bytes());
+        tree[parent..parent + 4].copy_from_slice(&parent_pc.to_le_bytes());
+        tree
     }
 
     #[test]
@@ -719,35 +793,41 @@ mod tests {
     }
 
     #[test]
-    fn expands_inlined_calls() {
-        let mut b = sample();
-        // Inline index -1 on [0,8), 0 on [8,0x20).
-        b.inl_index = Some(vec![0x00, 0x08, 0x02, 0x18, 0x00]);
-        let bytes = b.build();
-        let tab = Pclntab::parse(&bytes, TEXT).unwrap();
-        let f = tab.func(0).unwrap();
-        assert_eq!(f.funcdata(FUNCDATA_INL_TREE), Some(0));
-        assert_eq!(f.funcdata(0), None);
-        assert_eq!(f.funcdata(FUNCDATA_INL_TREE + 1), None);
-        // One inlined call of main.inner (name offset 8), called at entry+2 (line 10).
-        let mut tree = vec![0; 16];
-        tree[4..8].copy_from_slice(&8_i32.to_le_bytes());
-        tree[8..12].copy_from_slice(&2_i32.to_le_bytes());
-        let got: Vec<(String, u32)> = tab
-            .frames(&f, TEXT + 9, Some(&tree))
-            .into_iter()
-            .map(|f| (f.function, f.line))
-            .collect();
-        assert_eq!(got, [("main.inner".into(), 12), ("main.f".into(), 10)]);
-        // Outside the inlined range only the function itself.
-        assert_eq!(tab.frames(&f, TEXT + 3, Some(&tree)).len(), 1);
-        // A truncated tree falls back to the outermost frame.
-        let frames = tab.frames(&f, TEXT + 9, Some(&tree[..10]));
-        assert_eq!(frames.len(), 1);
-        assert_eq!(frames[0].function, "main.f");
-        // A tree whose call is its own parent stops at the frame limit.
-        tree[8..12].copy_from_slice(&9_i32.to_le_bytes());
-        assert_eq!(tab.frames(&f, TEXT + 9, Some(&tree)).len(), MAX_FRAMES);
+    fn expands_inlined_calls_in_every_format() {
+        for format in &FORMATS {
+            let mut b = sample();
+            b.format = format;
+            // Inline index -1 on [0,8), 0 on [8,0x20).
+            b.inl_index = Some(vec![0x00, 0x08, 0x02, 0x18, 0x00]);
+            let bytes = b.build();
+            let tab = Pclntab::parse(&bytes, TEXT).unwrap();
+            assert_eq!(tab.format(), format);
+            let f = tab.func(0).unwrap();
+            assert_eq!(f.funcdata(FUNCDATA_INL_TREE), Some(0), "{format:?}");
+            assert_eq!(f.funcdata(0), None);
+            assert_eq!(f.funcdata(FUNCDATA_INL_TREE + 1), None);
+            // One inlined call of main.inner (name offset 8), called at entry+2 (line 10).
+            let got: Vec<(String, u32)> = tab
+                .frames(&f, TEXT + 9, Some(&tree(format, 8, 2)))
+                .into_iter()
+                .map(|f| (f.function, f.line))
+                .collect();
+            assert_eq!(
+                got,
+                [("main.inner".into(), 12), ("main.f".into(), 10)],
+                "{format:?}"
+            );
+            // Outside the inlined range only the function itself.
+            assert_eq!(tab.frames(&f, TEXT + 3, Some(&tree(format, 8, 2))).len(), 1);
+            // A truncated tree falls back to the outermost frame.
+            let short = &tree(format, 8, 2)[..format.inlined_parent_pc + 2];
+            let frames = tab.frames(&f, TEXT + 9, Some(short));
+            assert_eq!(frames.len(), 1);
+            assert_eq!(frames[0].function, "main.f");
+            // A tree whose call is its own parent stops at the frame limit.
+            let looping = tree(format, 8, 9);
+            assert_eq!(tab.frames(&f, TEXT + 9, Some(&looping)).len(), MAX_FRAMES);
+        }
     }
 
     #[test]
@@ -766,9 +846,11 @@ mod tests {
         }
         let mut bad = bytes.clone();
         bad[0] = 0xf0;
+        assert_eq!(Pclntab::parse(&bad, TEXT).unwrap().format(), &GO_1_18);
+        bad[0] = 0xf2;
         assert_eq!(
             Pclntab::parse(&bad, TEXT).unwrap_err(),
-            PclntabError::Magic(0xffff_fff0)
+            PclntabError::Magic(0xffff_fff2)
         );
         let mut bad = bytes.clone();
         bad[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
@@ -814,6 +896,7 @@ mod tests {
         let mut b = sample();
         b.inl_index = Some(vec![0x00, 0x08, 0x02, 0x18, 0x00]);
         let bytes = table(
+            &GO_1_20,
             &[TestFunc {
                 name: "main.f",
                 entry: 0,
@@ -827,10 +910,7 @@ mod tests {
         );
         let tab = Pclntab::parse(&bytes, TEXT).unwrap();
         let f = tab.func(0).unwrap();
-        let mut tree = vec![0; 16];
-        tree[4..8].copy_from_slice(&8_i32.to_le_bytes());
-        tree[8..12].copy_from_slice(&9_i32.to_le_bytes());
-        let frames = tab.frames(&f, TEXT + 9, Some(&tree));
+        let frames = tab.frames(&f, TEXT + 9, Some(&tree(&GO_1_20, 8, 9)));
         assert_eq!(frames[0].function, long);
         let text: usize = frames.iter().map(|f| f.function.len() + f.file.len()).sum();
         assert!(text <= MAX_FRAMES_TEXT + long.len() + 64, "{text}");
@@ -889,14 +969,23 @@ mod tests {
         Ok(())
     }
 
-    /// The sample with an inline tree, and the tree: main.inner inlined at entry+2.
-    fn inlined() -> (Vec<u8>, Vec<u8>) {
+    /// The sample in `format` with an inline tree, and the tree: main.inner inlined at
+    /// entry+2.
+    fn inlined(format: &'static Format) -> (Vec<u8>, Vec<u8>) {
         let mut b = sample();
+        b.format = format;
         b.inl_index = Some(vec![0x00, 0x08, 0x02, 0x18, 0x00]);
-        let mut tree = vec![0; 16];
-        tree[4..8].copy_from_slice(&8_i32.to_le_bytes());
-        tree[8..12].copy_from_slice(&2_i32.to_le_bytes());
-        (b.build(), tree)
+        (b.build(), tree(format, 8, 2))
+    }
+
+    /// A format, and the inlined sample in it damaged by `damage`.
+    fn damaged_in_any_format(
+        damage: fn(&'static Format) -> Vec<u8>,
+    ) -> impl Strategy<Value = (&'static Format, Vec<u8>)> {
+        (0..FORMATS.len()).prop_flat_map(move |i| {
+            let format = &FORMATS[i];
+            mutated(damage(format)).prop_map(move |bytes| (format, bytes))
+        })
     }
 
     proptest! {
@@ -913,13 +1002,14 @@ mod tests {
 
         #[test]
         fn arbitrary_tables_with_a_valid_header_never_panic(
+            format in 0..FORMATS.len(),
             min_lc in 1..=4_u8,
             nfunc in 0..8_u64,
             offsets in vec(72..200_u64, 5),
             body in vec(any::<u8>(), 0..256),
             text in prop_oneof![Just(TEXT), u64::MAX - 0x100.., any::<u64>()],
         ) {
-            let mut bytes = MAGIC.to_le_bytes().to_vec();
+            let mut bytes = FORMATS[format].magic.to_le_bytes().to_vec();
             bytes.extend_from_slice(&[0, 0, min_lc, 8]);
             for word in [nfunc, 0, 0].into_iter().chain(offsets) {
                 bytes.extend_from_slice(&word.to_le_bytes());
@@ -929,13 +1019,17 @@ mod tests {
         }
 
         #[test]
-        fn mutated_tables_never_panic(bytes in mutated(inlined().0)) {
-            poke(&bytes, TEXT, &inlined().1)?;
+        fn mutated_tables_never_panic(
+            (format, bytes) in damaged_in_any_format(|f| inlined(f).0),
+        ) {
+            poke(&bytes, TEXT, &inlined(format).1)?;
         }
 
         #[test]
-        fn mutated_inline_trees_never_panic(tree in mutated(inlined().1)) {
-            poke(&inlined().0, TEXT, &tree)?;
+        fn mutated_inline_trees_never_panic(
+            (format, tree) in damaged_in_any_format(|f| inlined(f).1),
+        ) {
+            poke(&inlined(format).0, TEXT, &tree)?;
         }
     }
 }

@@ -28,8 +28,9 @@ pub enum ProcessError {
     Zombie(u32),
     #[error("pid {0} is a kernel thread: map-trace traces Go programs")]
     KernelThread(u32),
-    #[error("cannot inspect pid {pid}: {source} (run map-trace as root)")]
-    Access { pid: u32, source: std::io::Error },
+    /// Names its cause itself (not as a `source`, which `main` would print again).
+    #[error("cannot inspect pid {pid}: {reason} (run map-trace as root)")]
+    Access { pid: u32, reason: std::io::Error },
     #[error(
         "pid {0}: its executable is not in /proc/{0}/maps, so its load address is unknown: is it still running?"
     )]
@@ -55,7 +56,7 @@ impl Process {
             Err(e) if e.kind() == ErrorKind::NotFound || pid == 0 => {
                 return Err(ProcessError::NotFound(pid));
             }
-            Err(source) => return Err(ProcessError::Access { pid, source }),
+            Err(reason) => return Err(ProcessError::Access { pid, reason }),
         };
         // Fields after the parenthesised command name, which may itself hold spaces.
         let fields: Vec<&str> = stat
@@ -72,7 +73,7 @@ impl Process {
         }
         let exe = proc_dir.join("exe");
         let exe_name =
-            fs::read_link(&exe).map_err(|source| ProcessError::Access { pid, source })?;
+            fs::read_link(&exe).map_err(|reason| ProcessError::Access { pid, reason })?;
         Ok(Self { pid, exe, exe_name })
     }
 }
@@ -129,7 +130,7 @@ pub fn load_bias(pid: u32, binary: &GoBinary) -> Result<u64, ProcessError> {
     if !binary.is_pie() {
         return Ok(0);
     }
-    let access = |source| ProcessError::Access { pid, source };
+    let access = |reason| ProcessError::Access { pid, reason };
     let exe = fs::metadata(format!("/proc/{pid}/exe")).map_err(access)?;
     let maps = fs::read_to_string(format!("/proc/{pid}/maps")).map_err(access)?;
     maps.lines()
@@ -186,9 +187,50 @@ pub fn pidfd(pid: u32) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Whether the process behind `pidfd` (pid `pid`) has really exited: a pidfd's readiness
+/// alone is not taken as the answer. The pidfd's fdinfo says `Pid: -1` once the process
+/// is reaped; until then the pid is still its own, and `/proc` tells a zombie.
+#[must_use]
+pub fn has_exited(pid: u32, pidfd: &OwnedFd) -> bool {
+    use std::os::fd::AsRawFd as _;
+    let fdinfo = fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd()));
+    let reaped = fdinfo.is_ok_and(|info| {
+        info.lines()
+            .find_map(|l| l.strip_prefix("Pid:"))
+            .is_some_and(|p| p.trim() == "-1")
+    });
+    reaped
+        || fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|state| state == "Z" || state == "X")
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exit_is_confirmed_not_assumed() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let fd = pidfd(child.id()).unwrap();
+        assert!(!has_exited(child.id(), &fd));
+        child.kill().unwrap();
+        // A zombie until reaped, then gone: exited either way.
+        for _ in 0..500 {
+            if has_exited(child.id(), &fd) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        assert!(has_exited(child.id(), &fd));
+        child.wait().unwrap();
+        assert!(has_exited(child.id(), &fd));
+    }
 
     #[test]
     fn inspects_itself() {

@@ -41,7 +41,10 @@ func expire(name string) {
 
 //go:noinline
 func reset() {
-	clear(visits) // SITE:reset
+	// Compiled to one runtime.mapclear call, as clear(visits) is (Go 1.19 has no clear).
+	for k := range visits { // SITE:reset
+		delete(visits, k)
+	}
 }
 
 type report struct {
