@@ -122,12 +122,23 @@ pub struct TraceArgs {
     /// Seconds between RSS samples (also taken at attach and at the end)
     #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_duration)]
     pub rss_interval: Duration,
+    /// How madvise(2) calls are seen: `kprobe` (the kernel's `do_madvise`) or `tracepoint`
+    /// (the syscall tracepoints); by default kprobes where the kernel has them
+    #[arg(long, value_name = "PATH", value_enum)]
+    pub madvise_via: Option<MadviseVia>,
     /// Say more: which functions were probed where, which are missing from the binary
     #[arg(short, long)]
     pub verbose: bool,
     /// Start CMD stopped at its exec, attach, then let it run (its first map operation is traced)
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<OsString>,
+}
+
+/// The madvise probes asked for on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MadviseVia {
+    Kprobe,
+    Tracepoint,
 }
 
 /// The event kinds a run traces.
@@ -174,6 +185,7 @@ pub struct TraceOptions {
     /// Export the keys themselves.
     pub show_keys: bool,
     pub rss_interval: Duration,
+    pub madvise_via: Option<MadviseVia>,
     pub verbose: bool,
 }
 
@@ -208,6 +220,7 @@ impl TraceArgs {
             map: self.map,
             show_keys: self.show_keys,
             rss_interval: self.rss_interval,
+            madvise_via: self.madvise_via,
             verbose: self.verbose,
         })
     }
@@ -235,14 +248,15 @@ fn parse_key_hash(s: &str) -> Result<u64, String> {
 
 /// A ring-buffer size: the kernel wants a power of two and a whole number of pages.
 fn parse_ring_size(s: &str) -> Result<u32, String> {
-    let (digits, unit) = match s.trim().char_indices().last() {
+    // Not trimmed: a size with spaces in it is a mistake to point out, not to guess at.
+    let (digits, unit) = match s.char_indices().last() {
         Some((at, 'K' | 'k')) => (&s[..at], 1 << 10),
         Some((at, 'M' | 'm')) => (&s[..at], 1 << 20),
         Some((at, 'G' | 'g')) => (&s[..at], 1 << 30),
         _ => (s, 1),
     };
     let bad = || format!("`{s}`: give a power of two from 4096 to 1G (for example 64K or 16M)");
-    let n: u64 = digits.trim().parse().map_err(|_| bad())?;
+    let n: u64 = digits.parse().map_err(|_| bad())?;
     n.checked_mul(unit)
         .filter(|n| n.is_power_of_two() && (4096..=1 << 30).contains(n))
         .and_then(|n| u32::try_from(n).ok())
@@ -306,6 +320,26 @@ mod tests {
         assert_eq!(parse_ring_size("1G"), Ok(1 << 30));
         for bad in ["0", "1000", "2048", "3M", "2G", "x", "", "-4096"] {
             assert!(parse_ring_size(bad).is_err(), "{bad}");
+        }
+        // Unicode whitespace anywhere (it once made the parser slice inside a character).
+        for bad in [
+            "\u{2003}16M",
+            "16M\u{a0}",
+            "1\u{2009}6M",
+            "\u{3000}",
+            " 16M",
+            "16 M",
+        ] {
+            assert!(parse_ring_size(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn odd_ring_buffer_sizes_are_usage_errors() {
+        for size in ["\u{2003}16M", "16M\u{205f}"] {
+            let args = ["map-trace", "--ring-buffer-size", size, "--pid", "1"];
+            let err = Cli::try_parse_from(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{size:?}");
         }
     }
 

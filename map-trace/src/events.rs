@@ -350,6 +350,25 @@ pub fn decode_totals(key: &TotalsKey, t: &MapTotals, layout: &Layout) -> Option<
     })
 }
 
+/// Records that could not be decoded: counted and reported, never the end of a run (a
+/// damaged record says nothing about the next one).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Undecodable {
+    pub count: u64,
+    /// The first one's reason, for the summary.
+    pub first: Option<String>,
+}
+
+impl Undecodable {
+    /// Counts one; its reason is returned for `-v` to print.
+    pub fn note(&mut self, reason: impl fmt::Display) -> String {
+        let reason = reason.to_string();
+        self.count += 1;
+        self.first.get_or_insert_with(|| reason.clone());
+        reason
+    }
+}
+
 #[cfg(test)]
 impl TraceEvent {
     /// An event of `kind` on `map` with element count `count`, for unit tests.
@@ -369,6 +388,15 @@ impl TraceEvent {
 #[cfg(test)]
 mod tests {
     use proptest::{collection::vec, prelude::*};
+
+    #[test]
+    fn undecodable_records_are_counted_with_the_first_reason() {
+        let mut bad = Undecodable::default();
+        assert_eq!(bad.note(DecodeError::Kind(99)), "unknown event kind 99");
+        bad.note(DecodeError::Size(3));
+        assert_eq!(bad.count, 2);
+        assert_eq!(bad.first.as_deref(), Some("unknown event kind 99"));
+    }
 
     use super::*;
     use crate::{

@@ -9,6 +9,7 @@ pub mod aggregate;
 pub mod cli;
 pub mod events;
 pub mod goruntime;
+pub mod kernel;
 pub mod output;
 pub mod plan;
 pub mod privileges;

@@ -19,9 +19,10 @@ use tokio::{
 
 use crate::{
     aggregate::Aggregate,
-    cli::{Target, TraceOptions},
-    events::{self, Detail, TraceEvent},
+    cli::{MadviseVia, Target, TraceOptions},
+    events::{self, Detail, TraceEvent, Undecodable},
     goruntime::{Layout, Runtime},
+    kernel,
     output::{
         self, Exporter, Status,
         csv::CsvExporter,
@@ -30,7 +31,7 @@ use crate::{
     },
     plan::{self, Plan, Role},
     privileges,
-    probes::{self, Counters, MadvisePath, Probes, Settings},
+    probes::{Counters, MadvisePath, Probes, Settings},
     resolve::Resolver,
     target::{
         binary::GoBinary,
@@ -51,8 +52,7 @@ enum Tracee<'a> {
 
 pub fn run(opts: &TraceOptions) -> anyhow::Result<()> {
     privileges::check()?;
-    let release = nix::sys::utsname::uname().context("uname")?;
-    probes::check_kernel(Path::new("/sys"), &release.release().to_string_lossy())?;
+    kernel::Features::probe(Path::new("/sys")).check(&kernel::release())?;
     let (exe, exe_name, tracee) = resolve_target(opts)?;
     let binary = GoBinary::open(&exe)?;
     let runtime = Runtime::of(&binary)?;
@@ -93,6 +93,7 @@ pub fn run(opts: &TraceOptions) -> anyhow::Result<()> {
             load_bias,
             summary_only: opts.summary_only,
             ring_buffer_size: opts.ring_buffer_size,
+            verifier_log: opts.verbose,
         },
         // The live view only on a terminal that nothing else writes to.
         live_view: !opts.no_tui && !csv_to_stdout && io::stdout().is_terminal(),
@@ -150,10 +151,15 @@ impl Job<'_> {
     ) -> anyhow::Result<(Sink, RunInfo)> {
         let (opts, pid, runtime) = (self.opts, self.pid, &self.runtime);
         let mut ends = Ends::new(opts)?;
-        let madvise = opts
-            .events
-            .contains(EventKind::Madvise)
-            .then(|| MadvisePath::detect(Path::new("/sys")));
+        let madvise = if opts.events.contains(EventKind::Madvise) {
+            let asked = opts.madvise_via.map(|via| match via {
+                MadviseVia::Kprobe => MadvisePath::Kprobe,
+                MadviseVia::Tracepoint => MadvisePath::Tracepoint,
+            });
+            Some(MadvisePath::choose(Path::new("/sys"), asked)?)
+        } else {
+            None
+        };
         let mut probes =
             Probes::attach(&self.plan, runtime, &self.exe, pid, madvise, &self.settings)?;
         let ring = probes.take_events()?;
@@ -190,6 +196,9 @@ impl Job<'_> {
             counters,
             started: Instant::now(),
             summary_only: opts.summary_only,
+            undecodable: Undecodable::default(),
+            bad_totals: Vec::new(),
+            verbose: opts.verbose,
         };
         match child {
             Some(child) => child.release()?,
@@ -226,6 +235,7 @@ impl Job<'_> {
             probes: attached,
             elapsed,
             lost: status.lost,
+            undecodable: sink.undecodable.clone(),
             calls: timed_calls(&self.plan, &sink.counters, opts.verbose)?,
         };
         Ok((sink, info))
@@ -287,6 +297,7 @@ struct Ends {
     duration: Option<Duration>,
     rss_interval: Duration,
     sample_soon: bool,
+    verbose: bool,
 }
 
 /// When a command started by map-trace gets its first RSS sample.
@@ -301,6 +312,7 @@ impl Ends {
             duration: opts.duration,
             rss_interval: opts.rss_interval,
             sample_soon: matches!(opts.target, Target::Command(_)),
+            verbose: opts.verbose,
         })
     }
 
@@ -362,7 +374,18 @@ impl Ends {
                         return Ok(());
                     }
                 }
-                _ = exited.readable() => return Ok(()),
+                ready = exited.readable() => {
+                    let mut ready = ready.context("watching the target")?;
+                    if process::has_exited(pid, ready.get_inner()) {
+                        return Ok(());
+                    }
+                    // Readable without an exit (seen on 6.12 guests under load): wait for
+                    // the next change rather than end a run whose target still runs.
+                    ready.clear_ready();
+                    if self.verbose {
+                        eprintln!("pid {pid}: its pidfd was readable, but it still runs");
+                    }
+                }
                 _ = self.sigint.recv() => return Ok(()),
                 _ = self.sigterm.recv() => return Ok(()),
                 () = &mut deadline, if self.duration.is_some() => return Ok(()),
@@ -400,6 +423,10 @@ struct Sink {
     started: Instant,
     /// Map operations are counted in the kernel and read from there.
     summary_only: bool,
+    undecodable: Undecodable,
+    /// Functions whose kernel totals were undecodable (noted once each).
+    bad_totals: Vec<u16>,
+    verbose: bool,
 }
 
 impl Sink {
@@ -421,6 +448,16 @@ impl Sink {
             if let Some(mut c) = events::decode_totals(&key, &totals, self.layout) {
                 c.map_type = self.resolver.type_name(totals.map_type);
                 calls.push(c);
+            } else if !self.bad_totals.contains(&key.function) {
+                // Read four times a second: each bad entry is noted once.
+                self.bad_totals.push(key.function);
+                let reason = self.undecodable.note(format_args!(
+                    "kernel totals of unknown function {}",
+                    key.function
+                ));
+                if self.verbose {
+                    eprintln!("undecodable kernel totals: {reason}");
+                }
             }
         }
         self.agg.set_kernel_calls(&calls);
@@ -451,9 +488,18 @@ impl Sink {
             let Some(record) = ring.next() else {
                 return Ok(true);
             };
-            let (mut event, raw) = events::decode(&record, self.layout)?;
-            self.resolver.resolve(&mut event, &raw);
-            self.record(&event)?;
+            match events::decode(&record, self.layout) {
+                Ok((mut event, raw)) => {
+                    self.resolver.resolve(&mut event, &raw);
+                    self.record(&event)?;
+                }
+                Err(e) => {
+                    let reason = self.undecodable.note(e);
+                    if self.verbose {
+                        eprintln!("undecodable ring-buffer record: {reason}");
+                    }
+                }
+            }
         }
         Ok(false)
     }

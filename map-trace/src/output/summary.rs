@@ -5,6 +5,7 @@ use std::{fmt::Write as _, time::Duration};
 use super::mib;
 use crate::{
     aggregate::{Aggregate, MapStats, SWISS_GROUP_SLOTS, Timing},
+    events::Undecodable,
     goruntime::{Flavour, MapState},
 };
 
@@ -17,6 +18,7 @@ pub struct RunInfo {
     pub probes: usize,
     pub elapsed: Duration,
     pub lost: u64,
+    pub undecodable: Undecodable,
     pub calls: TimedCalls,
 }
 
@@ -223,6 +225,14 @@ pub fn render(agg: &Aggregate, run: &RunInfo) -> String {
     );
     memory(&mut s, agg);
     let _ = writeln!(s, "lost events: {}", run.lost);
+    // Said only when it happened: a clean run's summary stays short.
+    if let Some(first) = &run.undecodable.first {
+        let _ = writeln!(
+            s,
+            "undecodable records: {} (first: {first}; -v lists each)",
+            run.undecodable.count
+        );
+    }
     s
 }
 
@@ -282,6 +292,7 @@ mod tests {
             probes: 3,
             elapsed: Duration::from_secs(2),
             lost: 4,
+            undecodable: Undecodable::default(),
             calls: TimedCalls {
                 entered: 1,
                 returned: 1,
@@ -367,6 +378,14 @@ mod tests {
         );
         assert!(text.contains("timed calls: 1 entered, 1 returned, 0 returns without entry"));
         assert!(text.contains("lost events: 4"));
+        assert!(!text.contains("undecodable"), "{text}");
+        let mut run = run();
+        run.undecodable.note("unknown event kind 99");
+        let text = render(&Aggregate::default(), &run);
+        assert!(
+            text.contains("undecodable records: 1 (first: unknown event kind 99; -v lists each)"),
+            "{text}"
+        );
         assert!(
             text.contains("gc: 0 cycles started, 0 mark phases ended"),
             "{text}"

@@ -1,0 +1,135 @@
+//! What the running kernel offers: the features map-trace cannot work without, probed on
+//! this kernel (not inferred from its version number: distributions backport), and named
+//! when missing.
+
+use std::path::Path;
+
+use anyhow::bail;
+use aya::{
+    maps::MapType,
+    programs::ProgramType,
+    sys::{BpfHelper, is_helper_supported, is_map_supported},
+};
+
+/// The kernel's release (`uname -r`), for messages.
+#[must_use]
+pub fn release() -> String {
+    nix::sys::utsname::uname().map_or_else(
+        |_| "(unknown)".to_owned(),
+        |u| u.release().to_string_lossy().into_owned(),
+    )
+}
+
+/// The features the eBPF programs need, as found on a kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Features {
+    /// The uprobe event source (`CONFIG_UPROBE_EVENTS`).
+    pub uprobes: bool,
+    /// `BPF_MAP_TYPE_RINGBUF` (Linux 5.8).
+    pub ring_buffer: bool,
+    /// `bpf_get_attach_cookie` in kprobe and uprobe programs (Linux 5.15).
+    pub attach_cookie: bool,
+}
+
+impl Features {
+    /// Probes this kernel: sysfs under `sysfs` (`/sys`) for the event sources, and a tiny
+    /// program and map load for the BPF features, as libbpf's probes do.
+    #[must_use]
+    pub fn probe(sysfs: &Path) -> Self {
+        Self {
+            uprobes: sysfs.join("bus/event_source/devices/uprobe/type").exists(),
+            ring_buffer: matches!(is_map_supported(MapType::RingBuf), Ok(true)),
+            attach_cookie: matches!(
+                is_helper_supported(ProgramType::KProbe, BpfHelper::BPF_FUNC_get_attach_cookie),
+                Ok(true)
+            ),
+        }
+    }
+
+    /// One error naming the kernel and the first missing feature, or `Ok`.
+    pub fn check(&self, release: &str) -> anyhow::Result<()> {
+        if !self.uprobes {
+            bail!(
+                "kernel {release} has no uprobes (CONFIG_UPROBE_EVENTS; /sys/bus/event_source/devices/uprobe is missing): map-trace needs them to probe the Go runtime; use a kernel built with them"
+            );
+        }
+        if !self.ring_buffer {
+            bail!(
+                "kernel {release} has no BPF ring buffer (BPF_MAP_TYPE_RINGBUF, Linux 5.8+): map-trace needs it to carry events; use Linux 5.15 or newer"
+            );
+        }
+        if !self.attach_cookie {
+            bail!(
+                "kernel {release} lacks the bpf_get_attach_cookie helper for uprobes (Linux 5.15+): map-trace needs it to tell its probes apart; use Linux 5.15 or newer"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Whether the kernel has kprobes (`CONFIG_KPROBES`), which the madvise probes prefer.
+#[must_use]
+pub fn has_kprobes(sysfs: &Path) -> bool {
+    sysfs.join("bus/event_source/devices/kprobe/type").exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: Features = Features {
+        uprobes: true,
+        ring_buffer: true,
+        attach_cookie: true,
+    };
+
+    #[test]
+    fn each_missing_feature_is_named_with_the_kernel() {
+        ALL.check("6.1.0-57-cloud-amd64").unwrap();
+        let cases = [
+            (
+                Features {
+                    uprobes: false,
+                    ..ALL
+                },
+                "has no uprobes (CONFIG_UPROBE_EVENTS",
+            ),
+            (
+                Features {
+                    ring_buffer: false,
+                    ..ALL
+                },
+                "has no BPF ring buffer",
+            ),
+            (
+                Features {
+                    attach_cookie: false,
+                    ..ALL
+                },
+                "lacks the bpf_get_attach_cookie helper",
+            ),
+        ];
+        for (features, says) in cases {
+            let err = features
+                .check("5.10.0-32-cloud-amd64")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{err}");
+            assert!(err.starts_with("kernel 5.10.0-32-cloud-amd64 "), "{err}");
+        }
+    }
+
+    #[test]
+    fn sysfs_says_which_event_sources_exist() {
+        let sys = tempfile::tempdir().unwrap();
+        assert!(!Features::probe(sys.path()).uprobes);
+        assert!(!has_kprobes(sys.path()));
+        for source in ["uprobe", "kprobe"] {
+            let dir = sys.path().join("bus/event_source/devices").join(source);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("type"), "7\n").unwrap();
+        }
+        assert!(Features::probe(sys.path()).uprobes);
+        assert!(has_kprobes(sys.path()));
+    }
+}
