@@ -409,6 +409,65 @@ pub const LOST_EVENTS: u32 = 0;
 pub const LOST_TOTALS: u32 = 1;
 pub const LOST_SLOTS: u32 = 2;
 
+/// What the programs failed to read from the target's memory, counted per kind in the
+/// `READ_FAILURES` per-CPU array (its slot is the value): the field is left empty (its
+/// flag unset), the event itself is still sent.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadFailure {
+    /// The goroutine's id (`g.goid`).
+    Goid = 0,
+    /// A map operation's key, or its size from the map type.
+    Key = 1,
+    /// The map header.
+    Header = 2,
+    /// The return address at the stack pointer, or a frame of the frame-pointer chain.
+    Stack = 3,
+    /// A swiss table's header.
+    Table = 4,
+    /// The completed-GC-cycles counter.
+    GcCycles = 5,
+}
+
+impl ReadFailure {
+    pub const ALL: [ReadFailure; 6] = [
+        ReadFailure::Goid,
+        ReadFailure::Key,
+        ReadFailure::Header,
+        ReadFailure::Stack,
+        ReadFailure::Table,
+        ReadFailure::GcCycles,
+    ];
+
+    /// The name in `-v` lines and in the Prometheus label.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            ReadFailure::Goid => "goid",
+            ReadFailure::Key => "key",
+            ReadFailure::Header => "header",
+            ReadFailure::Stack => "stack",
+            ReadFailure::Table => "table",
+            ReadFailure::GcCycles => "gc_cycles",
+        }
+    }
+}
+
+/// Failed reads per kind, in [`ReadFailure::ALL`]'s order.
+pub type ReadFailures = [u64; ReadFailure::ALL.len()];
+
+/// Slots of the `READ_FAILURES` array.
+#[expect(clippy::cast_possible_truncation, reason = "six kinds")]
+pub const READ_FAILURE_SLOTS: u32 = ReadFailure::ALL.len() as u32;
+
+/// The `SWITCH` array's one value: every program reads it first and returns at once
+/// unless it is [`SWITCH_TRACING`]. It starts [`SWITCH_CLOSED`], so no probe reports
+/// anything until all of them are in place (entries and returns start together), and is
+/// set to [`SWITCH_STOPPED`] at a stop request before anything else is done.
+pub const SWITCH_CLOSED: u32 = 0;
+pub const SWITCH_TRACING: u32 = 1;
+pub const SWITCH_STOPPED: u32 = 2;
+
 #[cfg(feature = "user")]
 // SAFETY: plain `#[repr(C)]` integers, no padding left implicit.
 unsafe impl aya::Pod for Config {}

@@ -25,14 +25,15 @@ use aya_ebpf::{
         generated::{self, bpf_get_attach_cookie},
     },
     macros::{kprobe, kretprobe, map, tracepoint, uprobe},
-    maps::{LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, ring_buf::RingBufEntry},
+    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, ring_buf::RingBufEntry},
     programs::{ProbeContext, RetProbeContext, TracePointContext},
 };
 use map_trace_common::{
     CALLS_ORPHANS, CALLS_SLOTS, Config, DURATION_BUCKETS, Event, EventKind, FILTER_KEY, FILTER_MAP,
     FLAG_DETAIL, FLAG_GOID, FLAG_HEADER, FLAG_KEY, FLAG_STACK, FLAG_TABLE, HEADER_BYTES, KEY_MAX,
-    KeyKind, KeyedEvent, LOST_EVENTS, LOST_SLOTS, LOST_TOTALS, MapTotals, ProbeCookie, Reg,
-    STACK_DEPTH, TABLE_BYTES, TotalsKey, duration_bucket, key_hash,
+    KeyKind, KeyedEvent, LOST_EVENTS, LOST_SLOTS, LOST_TOTALS, MapTotals, ProbeCookie,
+    READ_FAILURE_SLOTS, ReadFailure, Reg, STACK_DEPTH, SWITCH_TRACING, TABLE_BYTES, TotalsKey,
+    duration_bucket, key_hash,
 };
 
 /// Written by user space before load (read-only global).
@@ -61,6 +62,15 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
 /// found [`TOTALS`] full ([`LOST_TOTALS`]), per CPU; user space sums and reports them.
 #[map]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_SLOTS, 0);
+
+/// Whether the programs trace: read first by each, so that one write from user space
+/// starts or stops all of them at once (see [`SWITCH_TRACING`]).
+#[map]
+static SWITCH: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Reads of the target's memory that failed, per [`ReadFailure`] kind and CPU.
+#[map]
+static READ_FAILURES: PerCpuArray<u64> = PerCpuArray::with_max_entries(READ_FAILURE_SLOTS, 0);
 
 /// `--summary-only`: calls per map and function, counted here instead of sent.
 #[map]
@@ -109,10 +119,26 @@ macro_rules! config {
     }};
 }
 
-/// This process's hit: its pid/tgid, event kind and decoded cookie; `None` for other
-/// processes, before anything else is done.
+/// The switch is on: checked before anything else, so a stopped run costs a probe hit
+/// one array load.
+#[inline(always)]
+fn tracing() -> bool {
+    SWITCH.get(0).is_some_and(|s| *s == SWITCH_TRACING)
+}
+
+/// Counts a failed read of the target's memory.
+#[inline(always)]
+fn failed(kind: ReadFailure) {
+    count(&READ_FAILURES, kind as u32);
+}
+
+/// This process's hit while tracing: its pid/tgid, event kind and decoded cookie; `None`
+/// when stopped or for other processes, before anything else is done.
 #[inline(always)]
 fn start(ctx: &ProbeContext) -> Option<(u64, u8, ProbeCookie)> {
+    if !tracing() {
+        return None;
+    }
     let pid_tgid = bpf_get_current_pid_tgid();
     if pid_tgid >> 32 != u64::from(config!(tgid)) {
         return None;
@@ -246,7 +272,12 @@ unsafe fn put_goid(rec: *mut Event, g: u64) -> u8 {
     let goid = unsafe { bpf_probe_read_user((g + config!(goid_offset)) as *const u64) };
     // SAFETY: a store into the caller's record.
     unsafe { (*rec).goid = goid.unwrap_or(0) };
-    if goid.is_ok() { FLAG_GOID } else { 0 }
+    if goid.is_ok() {
+        FLAG_GOID
+    } else {
+        failed(ReadFailure::Goid);
+        0
+    }
 }
 
 /// Reads the map header into `rec` (zeros if unreadable); its flag if read.
@@ -258,7 +289,12 @@ unsafe fn put_header(rec: *mut Event, map: u64) -> u8 {
     let header = read_header(map);
     // SAFETY: a store into the caller's record, whose header is 8-aligned.
     unsafe { header_words(&raw mut (*rec).header).write(header.unwrap_or([0; HEADER_WORDS])) };
-    if header.is_ok() { FLAG_HEADER } else { 0 }
+    if header.is_ok() {
+        FLAG_HEADER
+    } else {
+        failed(ReadFailure::Header);
+        0
+    }
 }
 
 const HEADER_WORDS: usize = HEADER_BYTES / 8;
@@ -294,15 +330,22 @@ unsafe fn put_stack(stack: *mut [u64; STACK_DEPTH], regs: &Regs) -> u8 {
         let mut ret = 0;
         if frame != 0 {
             // SAFETY: as above; a frame is the saved frame pointer, then the return address.
-            match unsafe { bpf_probe_read_user(frame as *const [u64; 2]) } {
-                Ok([next, at]) => (frame, ret) = (next, at),
-                Err(_) => frame = 0,
+            if let Ok([next, at]) = unsafe { bpf_probe_read_user(frame as *const [u64; 2]) } {
+                (frame, ret) = (next, at);
+            } else {
+                failed(ReadFailure::Stack);
+                frame = 0;
             }
         }
         // SAFETY: `i` is within the array.
         unsafe { slots.add(i).write(ret) };
     }
-    if first.is_ok() { FLAG_STACK } else { 0 }
+    if first.is_ok() {
+        FLAG_STACK
+    } else {
+        failed(ReadFailure::Stack);
+        0
+    }
 }
 
 /// Submits a written record, waking the reader only for a batch: waking it for every
@@ -367,7 +410,7 @@ fn tally(key: &TotalsKey, duration_ns: Option<u64>, map_type: u64) {
         (*totals).map_type = map_type;
         (*totals).last_ns = bpf_ktime_get_ns();
         // Straight into the map value: the header never touches the stack.
-        let _ = generated::bpf_probe_read_user(
+        let read = generated::bpf_probe_read_user(
             (&raw mut (*totals).header).cast(),
             #[expect(clippy::cast_possible_truncation, reason = "48 bytes")]
             {
@@ -375,6 +418,9 @@ fn tally(key: &TotalsKey, duration_ns: Option<u64>, map_type: u64) {
             },
             key.map as *const c_void,
         );
+        if read != 0 {
+            failed(ReadFailure::Header);
+        }
     }
 }
 
@@ -509,6 +555,8 @@ pub fn call_entry(ctx: ProbeContext) -> u32 {
         if let Ok(t) = unsafe { bpf_probe_read_user(regs.rax as *const [u8; TABLE_BYTES]) } {
             pending.table = t;
             pending.flags |= u64::from(FLAG_TABLE);
+        } else {
+            failed(ReadFailure::Table);
         }
     }
     let key = CallKey {
@@ -611,6 +659,8 @@ pub fn gc_event(ctx: ProbeContext) -> u32 {
         if let Ok(done) = unsafe { bpf_probe_read_user(cycles as *const u32) } {
             head.detail = u64::from(done) + 1;
             flags = FLAG_DETAIL;
+        } else {
+            failed(ReadFailure::GcCycles);
         }
     }
     let Some(mut entry) = reserve::<Event>() else {
@@ -644,6 +694,9 @@ static MADVISE: LruHashMap<u64, MadviseCall> = LruHashMap::with_max_entries(4096
 
 #[inline(always)]
 fn madvise_begin(addr: u64, len: u64, advice: u64) {
+    if !tracing() {
+        return;
+    }
     let pid_tgid = bpf_get_current_pid_tgid();
     if pid_tgid >> 32 != u64::from(config!(tgid)) {
         return;
@@ -653,6 +706,9 @@ fn madvise_begin(addr: u64, len: u64, advice: u64) {
 
 #[inline(always)]
 fn madvise_end(result: i64) {
+    if !tracing() {
+        return;
+    }
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: the value is copied out before the entry is removed.
     let Some(call) = (unsafe { MADVISE.get(pid_tgid) }).copied() else {
@@ -807,15 +863,17 @@ fn read_key(kind: KeyKind, regs: &Regs, buf: &mut MaybeUninit<[u8; KEY_MAX]>) ->
         KeyKind::Str => read_user_bytes(regs.rcx, regs.rdi, buf),
         KeyKind::Mem => {
             // SAFETY: reads of user memory through the faulting-safe helper.
-            let key_type: u64 = unsafe {
+            let key_type = unsafe {
                 bpf_probe_read_user((regs.rax + config!(map_type_key_offset)) as *const u64)
-            }
-            .ok()?;
+            };
             // SAFETY: as above.
-            let size: u64 = unsafe {
+            let size = key_type.and_then(|key_type| unsafe {
                 bpf_probe_read_user((key_type + config!(type_size_offset)) as *const u64)
-            }
-            .ok()?;
+            });
+            let Ok(size) = size else {
+                failed(ReadFailure::Key);
+                return None;
+            };
             read_user_bytes(regs.rcx, size, buf)
         }
     }
@@ -837,6 +895,7 @@ fn read_user_bytes(ptr: u64, len: u64, buf: &mut MaybeUninit<[u8; KEY_MAX]>) -> 
     if unsafe { generated::bpf_probe_read_user(buf.as_mut_ptr().cast(), n, ptr as *const c_void) }
         != 0
     {
+        failed(ReadFailure::Key);
         return None;
     }
     // SAFETY: the helper initialised the first `n` bytes.

@@ -126,6 +126,11 @@ pub struct TraceArgs {
     /// (the syscall tracepoints); by default kprobes where the kernel has them
     #[arg(long, value_name = "PATH", value_enum)]
     pub madvise_via: Option<MadviseVia>,
+    /// How the uprobes are linked: `multi` (one multi-uprobe link per program, Linux 6.10+:
+    /// attached and removed at once) or `single` (a link per probe); by default multi where
+    /// the kernel has it
+    #[arg(long, value_name = "KIND", value_enum)]
+    pub uprobe_links: Option<UprobeLinks>,
     /// Say more: which functions were probed where, which are missing from the binary
     #[arg(short, long)]
     pub verbose: bool,
@@ -139,6 +144,13 @@ pub struct TraceArgs {
 pub enum MadviseVia {
     Kprobe,
     Tracepoint,
+}
+
+/// The uprobe link kind asked for on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum UprobeLinks {
+    Multi,
+    Single,
 }
 
 /// The event kinds a run traces.
@@ -186,6 +198,7 @@ pub struct TraceOptions {
     pub show_keys: bool,
     pub rss_interval: Duration,
     pub madvise_via: Option<MadviseVia>,
+    pub uprobe_links: Option<UprobeLinks>,
     pub verbose: bool,
 }
 
@@ -221,6 +234,7 @@ impl TraceArgs {
             show_keys: self.show_keys,
             rss_interval: self.rss_interval,
             madvise_via: self.madvise_via,
+            uprobe_links: self.uprobe_links,
             verbose: self.verbose,
         })
     }

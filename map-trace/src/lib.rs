@@ -6,7 +6,10 @@
 //! [`session`] runs that pipeline for one target.
 
 pub mod aggregate;
+pub mod bpf_syscall;
 pub mod cli;
+#[cfg(test)]
+mod ebpf_stack;
 pub mod events;
 pub mod goruntime;
 pub mod kernel;
@@ -16,4 +19,6 @@ pub mod privileges;
 pub mod probes;
 pub mod resolve;
 pub mod session;
+pub mod switch;
 pub mod target;
+pub mod uprobe_multi;

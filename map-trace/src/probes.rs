@@ -1,28 +1,32 @@
 //! Loading map-trace's eBPF object and attaching the plan's uprobes to one process.
 
-use std::{num::NonZeroU32, path::Path};
+use std::{io, num::NonZeroU32, os::fd::AsFd as _, path::Path};
 
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader, VerifierLogLevel,
     maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
-        KProbe, Program, ProgramError, TracePoint, UProbe,
-        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
+        Program, ProgramError, UProbe,
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
     },
 };
 use map_trace_common::{
-    CALLS_ORPHANS, Config, FILTER_KEY, FILTER_MAP, LOST_EVENTS, LOST_TOTALS, MapTotals, TotalsKey,
+    CALLS_ORPHANS, Config, FILTER_KEY, FILTER_MAP, LOST_EVENTS, LOST_TOTALS, MapTotals,
+    ReadFailure, ReadFailures, TotalsKey,
 };
 
 use crate::{
     goruntime::Runtime,
     kernel,
-    plan::{Plan, Role},
+    plan::{Plan, ProbePoint, Role},
+    switch::Switch,
+    uprobe_multi,
 };
 
 /// The eBPF object built by `build.rs` from map-trace-ebpf.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/map-trace"));
+pub(crate) static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/map-trace"));
 
 fn program_name(role: Role) -> &'static str {
     match role {
@@ -34,19 +38,12 @@ fn program_name(role: Role) -> &'static str {
 }
 
 /// How madvise(2) calls are seen: a kprobe pair on the kernel's `do_madvise` where the
-/// kernel has kprobes, else the `syscalls` tracepoints. Both are loaded on every run.
+/// kernel has kprobes, else the `syscalls` tracepoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MadvisePath {
     Kprobe,
     Tracepoint,
 }
-
-const MADVISE_PROGRAMS: [&str; 4] = [
-    "madvise_kprobe",
-    "madvise_kretprobe",
-    "madvise_enter",
-    "madvise_exit",
-];
 
 impl MadvisePath {
     /// The path asked for, or with `None` the better one this kernel has: kprobes need
@@ -71,6 +68,14 @@ impl MadvisePath {
         match self {
             MadvisePath::Kprobe => "kprobe",
             MadvisePath::Tracepoint => "tracepoint",
+        }
+    }
+
+    /// Its programs: the call's start, then its end.
+    fn programs(self) -> [&'static str; 2] {
+        match self {
+            MadvisePath::Kprobe => ["madvise_kprobe", "madvise_kretprobe"],
+            MadvisePath::Tracepoint => ["madvise_enter", "madvise_exit"],
         }
     }
 }
@@ -110,20 +115,29 @@ pub struct Settings {
     pub ring_buffer_size: u32,
     /// A program the verifier refuses has its whole log written to stderr (`-v`).
     pub verifier_log: bool,
+    /// Multi-uprobe links (`Some(true)`), a link per probe (`Some(false)`), or the best
+    /// this kernel has.
+    pub multi_links: Option<bool>,
 }
 
 /// Attached probes and the maps user space reads.
 pub struct Probes {
     ebpf: Ebpf,
     attached: usize,
-    /// Every uprobe link, by program: removed one at a time at the end.
-    links: Vec<(&'static str, UProbeLinkId)>,
+    /// The uprobes went in through multi-uprobe links.
+    multi: bool,
+    /// Every link, owned here (taken from its program): dropping one detaches it, so
+    /// [`Probes::detach`] can drop them all at once on threads of their own.
+    links: Vec<Box<dyn Send>>,
+    /// The programs' on/off switch.
+    switch: Switch,
 }
 
 /// The kernel-side counters that outlive the probes.
 pub struct Counters {
     lost: PerCpuArray<MapData, u64>,
     calls: PerCpuArray<MapData, u64>,
+    read_failures: PerCpuArray<MapData, u64>,
     totals: PerCpuHashMap<MapData, TotalsKey, MapTotals>,
 }
 
@@ -200,68 +214,44 @@ impl Probes {
             .map_max_entries("EVENTS", settings.ring_buffer_size)
             .load(EBPF_OBJECT)
             .context("loading the eBPF programs (does the kernel support BPF ring buffers?)")?;
-        let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).context("pid 0")?);
-        let mut links = Vec::new();
-        // Returns before entries: a call that begins while attaching is either seen whole
-        // or its return is counted as an orphan, never entered without its exits.
-        for role in [Role::Op, Role::Gc, Role::Return, Role::Entry] {
-            let name = program_name(role);
-            let program: &mut UProbe = program(&mut ebpf, name)?.try_into()?;
-            load(name, program.load(), settings.verifier_log)?;
-            for point in plan.points.iter().filter(|p| p.role == role) {
-                let at = UProbeAttachPoint {
-                    location: UProbeAttachLocation::AbsoluteOffset(point.file_offset),
-                    cookie: Some(point.cookie.encode()),
-                };
-                let link = program.attach(at, binary, scope).with_context(|| {
-                    format!(
-                        "attaching a uprobe to {} at {:#x}",
-                        point.function.symbol, point.addr
-                    )
-                })?;
-                links.push((name, link));
-            }
-        }
-        let mut attached = links.len();
-        // Every madvise program is loaded, so both paths pass the verifier on any kernel;
-        // only the chosen one is attached.
-        for name in MADVISE_PROGRAMS {
-            let loaded = match program(&mut ebpf, name)? {
-                Program::KProbe(p) => p.load(),
-                Program::TracePoint(p) => p.load(),
-                _ => return Err(anyhow!("{name} has an unexpected program type")),
-            };
-            load(name, loaded, settings.verifier_log)?;
-        }
-        match madvise {
-            Some(MadvisePath::Kprobe) => {
-                for name in ["madvise_kprobe", "madvise_kretprobe"] {
-                    let p: &mut KProbe = program(&mut ebpf, name)?.try_into()?;
-                    p.attach("do_madvise", 0)
-                        .with_context(|| format!("attaching {name}"))?;
-                    attached += 1;
-                }
-            }
-            Some(MadvisePath::Tracepoint) => {
-                ensure_tracefs()?;
-                let tracepoints = [
-                    ("madvise_enter", "sys_enter_madvise"),
-                    ("madvise_exit", "sys_exit_madvise"),
-                ];
-                for (name, tp) in tracepoints {
-                    let p: &mut TracePoint = program(&mut ebpf, name)?.try_into()?;
-                    p.attach("syscalls", tp)
-                        .with_context(|| format!("attaching the {tp} tracepoint"))?;
-                    attached += 1;
-                }
-            }
-            None => {}
+        let mut links: Vec<Box<dyn Send>> = Vec::new();
+        let (mut attached, multi) =
+            attach_uprobes(&mut ebpf, plan, binary, pid, settings, &mut links)?;
+        let switch = Switch::new(ebpf.take_map("SWITCH").context("SWITCH map missing")?)?;
+        if let Some(path) = madvise {
+            attach_madvise(&mut ebpf, path, settings.verifier_log, &mut links)?;
+            attached += 2;
         }
         Ok(Self {
             ebpf,
             attached,
+            multi,
             links,
+            switch,
         })
+    }
+
+    /// How the uprobes are linked, for people.
+    #[must_use]
+    pub fn link_kind(&self) -> &'static str {
+        if self.multi {
+            "multi-uprobe links"
+        } else {
+            "a link per uprobe"
+        }
+    }
+
+    /// Turns the programs on: from now on every probe reports, until a stop, or one of
+    /// `stop_signals` arrives (turning them off from its handler, at once).
+    pub fn start(&mut self, stop_signals: &[libc::c_int]) -> anyhow::Result<()> {
+        self.switch.off_on(stop_signals)?;
+        self.switch.on()
+    }
+
+    /// Turns the programs off: once this returns, every probe hit returns at its first
+    /// instruction, and the only records still to come are those of hits already past it.
+    pub fn stop(&self) -> anyhow::Result<()> {
+        self.switch.off()
     }
 
     /// Uprobes, kprobes and tracepoints attached.
@@ -289,44 +279,182 @@ impl Probes {
             Ok(PerCpuArray::try_from(map)?)
         };
         let (lost, calls) = (take("LOST")?, take("CALLS")?);
+        let read_failures = take("READ_FAILURES")?;
         let totals = self.ebpf.take_map("TOTALS").context("TOTALS missing")?;
         Ok(Counters {
             lost,
             calls,
+            read_failures,
             totals: PerCpuHashMap::try_from(totals)?,
         })
     }
 
-    /// Removes every probe, entries first and returns last so calls in flight can still
-    /// finish; maps already taken stay readable for draining.
+    /// Removes every probe (after [`Probes::stop`]: they report nothing any more); maps
+    /// already taken stay readable for draining.
     ///
-    /// Removing a uprobe takes the kernel about 0.1 s, and the probes still in place keep
-    /// producing events meanwhile: `drain` runs after each removal, so they never pile up
-    /// in the ring buffer.
-    pub fn detach(mut self, mut drain: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<()> {
-        let order = [Role::Entry, Role::Gc, Role::Op, Role::Return].map(program_name);
-        for name in order {
-            let program: &mut UProbe = program(&mut self.ebpf, name)?.try_into()?;
-            for (_, link) in self.links.extract_if(.., |(of, _)| *of == name) {
-                program
-                    .detach(link)
-                    .with_context(|| format!("removing a {name} probe"))?;
-                drain()?;
+    /// Closing a link waits for the kernel's RCU grace periods, about 0.1 s each here: one
+    /// after another, 20 links took 2 s. Closed at the same time, on threads of their own,
+    /// they wait for the same grace periods.
+    pub fn detach(self) {
+        let Self { ebpf, links, .. } = self;
+        std::thread::scope(|scope| {
+            for link in links {
+                let closer = std::thread::Builder::new().name("map-trace-detach".into());
+                // Where no thread can be made, the closure, and with it the link, is dropped
+                // here instead.
+                let _ = closer.spawn_scoped(scope, move || drop(link));
+            }
+        });
+        // The programs, with no link left, go at once.
+        drop(ebpf);
+    }
+}
+
+/// Loads the uprobe programs `plan` uses and attaches each of its points in `binary`, in
+/// process `pid`: through multi-uprobe links where the kernel has them (unless
+/// `settings` says otherwise), else a link per point. The uprobes attached, and whether
+/// through multi-uprobe links.
+fn attach_uprobes(
+    ebpf: &mut Ebpf,
+    plan: &Plan,
+    binary: &Path,
+    pid: u32,
+    settings: &Settings,
+    links: &mut Vec<Box<dyn Send>>,
+) -> anyhow::Result<(usize, bool)> {
+    let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).context("pid 0")?);
+    let release = kernel::release();
+    let mut multi = settings
+        .multi_links
+        .unwrap_or_else(|| uprobe_multi::usable(&release));
+    if settings.multi_links == Some(true) && !uprobe_multi::usable(&release) {
+        bail!(
+            "kernel {release} has no usable multi-uprobe links (Linux 6.10+): use --uprobe-links single, or leave it out"
+        );
+    }
+    let mut attached = 0;
+    // The switch is still closed: the order does not matter, nothing is reported until
+    // every probe is in. Only the programs this plan uses are loaded (the verifier is most
+    // of a run's fixed cost).
+    for role in [Role::Op, Role::Gc, Role::Return, Role::Entry] {
+        let points: Vec<&ProbePoint> = plan.points.iter().filter(|p| p.role == role).collect();
+        if points.is_empty() {
+            continue;
+        }
+        let name = program_name(role);
+        attached += points.len();
+        if multi {
+            let verbose = settings.verifier_log;
+            match attach_multi(ebpf, name, &points, binary, pid, verbose)? {
+                Some(link) => {
+                    links.push(link);
+                    continue;
+                }
+                // Only the first link can find the kernel without them (none made yet).
+                None if links.is_empty() && settings.multi_links.is_none() => multi = false,
+                None => {
+                    bail!("kernel {release} refused a multi-uprobe link: use --uprobe-links single")
+                }
             }
         }
-        let first = [Role::Entry, Role::Gc, Role::Op].map(program_name);
-        let last = [program_name(Role::Return)];
-        for name in first.iter().chain(&MADVISE_PROGRAMS).chain(&last) {
-            let unloaded = match program(&mut self.ebpf, name)? {
-                Program::UProbe(p) => p.unload(),
-                Program::KProbe(p) => p.unload(),
-                Program::TracePoint(p) => p.unload(),
-                _ => Ok(()),
+        let program: &mut UProbe = program(ebpf, name)?.try_into()?;
+        load(name, program.load(), settings.verifier_log)?;
+        for point in points {
+            let at = UProbeAttachPoint {
+                location: UProbeAttachLocation::AbsoluteOffset(point.file_offset),
+                cookie: Some(point.cookie.encode()),
             };
-            unloaded.with_context(|| format!("removing the {name} probes"))?;
+            let link = program.attach(at, binary, scope).with_context(|| {
+                format!(
+                    "attaching a uprobe to {} at {:#x}",
+                    point.function.symbol, point.addr
+                )
+            })?;
+            links.push(Box::new(program.take_link(link)?));
         }
-        Ok(())
     }
+    Ok((attached, multi))
+}
+
+/// Loads and attaches the two madvise programs of `path`.
+fn attach_madvise(
+    ebpf: &mut Ebpf,
+    path: MadvisePath,
+    verbose: bool,
+    links: &mut Vec<Box<dyn Send>>,
+) -> anyhow::Result<()> {
+    if path == MadvisePath::Tracepoint {
+        ensure_tracefs()?;
+    }
+    let [begin, end] = path.programs();
+    for name in [begin, end] {
+        let link: Box<dyn Send> = match program(ebpf, name)? {
+            Program::KProbe(p) => {
+                load(name, p.load(), verbose)?;
+                let link = p
+                    .attach("do_madvise", 0)
+                    .with_context(|| format!("attaching {name}"))?;
+                Box::new(p.take_link(link)?)
+            }
+            Program::TracePoint(p) => {
+                load(name, p.load(), verbose)?;
+                let tp = if name == begin {
+                    "sys_enter_madvise"
+                } else {
+                    "sys_exit_madvise"
+                };
+                let link = p
+                    .attach("syscalls", tp)
+                    .with_context(|| format!("attaching the {tp} tracepoint"))?;
+                Box::new(p.take_link(link)?)
+            }
+            _ => return Err(anyhow!("{name} has an unexpected program type")),
+        };
+        links.push(link);
+    }
+    Ok(())
+}
+
+/// Loads program `name` for multi-uprobe links and links it to every point at once; `None`
+/// if the kernel has no such links.
+fn attach_multi(
+    ebpf: &Ebpf,
+    name: &'static str,
+    points: &[&ProbePoint],
+    binary: &Path,
+    pid: u32,
+    verbose: bool,
+) -> anyhow::Result<Option<Box<dyn Send>>> {
+    let program = match uprobe_multi::load(EBPF_OBJECT, ebpf, name)? {
+        Ok(fd) => fd,
+        Err(refused) => {
+            if let Some(refused) = refusal(name, &refused.log, verbose) {
+                return Err(refused);
+            }
+            bail!("loading the eBPF program {name}: {}", refused.error);
+        }
+    };
+    let offsets: Vec<u64> = points.iter().map(|p| p.file_offset).collect();
+    let cookies: Vec<u64> = points.iter().map(|p| p.cookie.encode()).collect();
+    match uprobe_multi::attach(program.as_fd(), binary, &offsets, &cookies, pid) {
+        Ok(link) => Ok(Some(Box::new((link, program)))),
+        Err(e) if is_missing_feature(&e) => Ok(None),
+        Err(e) => Err(e).with_context(|| {
+            format!(
+                "attaching {} uprobes of {name} to {} in one multi-uprobe link",
+                points.len(),
+                binary.display()
+            )
+        }),
+    }
+}
+
+/// The errors of a kernel that has no multi-uprobe links.
+fn is_missing_feature(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL | libc::EOPNOTSUPP | libc::ENOSYS)
+    )
 }
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut Program> {
@@ -456,6 +584,15 @@ impl Counters {
     /// Returns that found no entry: the probes were attached while those calls ran.
     pub fn orphan_returns(&self) -> anyhow::Result<u64> {
         Self::sum(&self.calls, CALLS_ORPHANS)
+    }
+
+    /// Failed reads of the target's memory, per kind.
+    pub fn read_failures(&self) -> anyhow::Result<ReadFailures> {
+        let mut all = ReadFailures::default();
+        for (n, kind) in all.iter_mut().zip(ReadFailure::ALL) {
+            *n = Self::sum(&self.read_failures, kind as u32)?;
+        }
+        Ok(all)
     }
 }
 

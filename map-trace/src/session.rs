@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
-use map_trace_common::EventKind;
+use map_trace_common::{EventKind, ReadFailure, ReadFailures};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
@@ -19,7 +19,7 @@ use tokio::{
 
 use crate::{
     aggregate::Aggregate,
-    cli::{MadviseVia, Target, TraceOptions},
+    cli::{MadviseVia, Target, TraceOptions, UprobeLinks},
     events::{self, Detail, TraceEvent, Undecodable},
     goruntime::{Layout, Runtime},
     kernel,
@@ -94,16 +94,19 @@ pub fn run(opts: &TraceOptions) -> anyhow::Result<()> {
             summary_only: opts.summary_only,
             ring_buffer_size: opts.ring_buffer_size,
             verifier_log: opts.verbose,
+            multi_links: opts.uprobe_links.map(|l| l == UprobeLinks::Multi),
         },
         // The live view only on a terminal that nothing else writes to.
         live_view: !opts.no_tui && !csv_to_stdout && io::stdout().is_terminal(),
     };
     let resolver = Resolver::new(binary, load_bias, opts.show_keys);
-    let (sink, info) = rt.block_on(job.trace(pidfd, child.as_mut(), resolver, exporters))?;
+    let (sink, info, end) = rt.block_on(job.trace(pidfd, child.as_mut(), resolver, exporters))?;
     if let Some(child) = &child {
         child.reap();
     }
-    sink.finish(&info, csv_to_stdout)
+    // The terminal that would show the summary is gone: the files still get everything.
+    let hung_up = end == End::HangUp;
+    sink.finish(&info, csv_to_stdout, hung_up)
 }
 
 /// The executable as the kernel should resolve it for uprobes, its name for people, and
@@ -148,22 +151,16 @@ impl Job<'_> {
         child: Option<&mut HeldChild>,
         resolver: Resolver,
         exporters: Vec<Box<dyn Exporter>>,
-    ) -> anyhow::Result<(Sink, RunInfo)> {
+    ) -> anyhow::Result<(Sink, RunInfo, End)> {
         let (opts, pid, runtime) = (self.opts, self.pid, &self.runtime);
         let mut ends = Ends::new(opts)?;
-        let madvise = if opts.events.contains(EventKind::Madvise) {
-            let asked = opts.madvise_via.map(|via| match via {
-                MadviseVia::Kprobe => MadvisePath::Kprobe,
-                MadviseVia::Tracepoint => MadvisePath::Tracepoint,
-            });
-            Some(MadvisePath::choose(Path::new("/sys"), asked)?)
-        } else {
-            None
-        };
+        let madvise = madvise_path(opts)?;
         let mut probes =
             Probes::attach(&self.plan, runtime, &self.exe, pid, madvise, &self.settings)?;
         let ring = probes.take_events()?;
         let counters = probes.take_counters()?;
+        // Every probe is in: they all start reporting at this instant, until a stop.
+        probes.start(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP])?;
         let via = madvise
             .map(|m| format!("; madvise via {}", m.name()))
             .unwrap_or_default();
@@ -208,25 +205,35 @@ impl Job<'_> {
             None => {}
         }
         let mut ring = watch(ring).context("watching the ring buffer")?;
-        ends.wait(&mut ring, pidfd, &mut sink, pid, rss).await?;
+        let end = ends.wait(&mut ring, pidfd, &mut sink, pid, rss).await;
+        // Before anything else, even an error: from here on every probe hit returns at once.
+        probes.stop()?;
+        let end = end?;
+        // The traced window.
+        let elapsed = sink.started.elapsed();
         if rss {
             sink.rss_sample(pid)?;
         }
         let attached = probes.attached();
-        // The traced window; removing probes afterwards takes the kernel ~0.1 s each.
-        let elapsed = sink.started.elapsed();
-        // The screen goes back to the terminal before the slow part, which it announces.
-        if sink.live.take().is_some() {
-            eprintln!("stopping: removing {attached} probes");
+        sink.live = None;
+        let detaching = Instant::now();
+        let links = probes.link_kind();
+        probes.detach();
+        if opts.verbose {
+            eprintln!(
+                "{end}: {attached} probes removed in {} ms ({links})",
+                detaching.elapsed().as_millis()
+            );
         }
         // Nothing new can arrive once the probes are gone; then take what is left.
-        let ring = ring.get_mut();
-        probes.detach(|| sink.drain(ring, usize::MAX).map(drop))?;
-        sink.drain(ring, usize::MAX)?;
+        sink.drain(ring.get_mut(), usize::MAX)?;
         sink.read_kernel_totals()?;
         let status = sink.status()?;
         for exporter in &mut sink.exporters {
             exporter.status(&status)?;
+        }
+        if opts.verbose {
+            describe_read_failures(&status.read_failures);
         }
         let info = RunInfo {
             pid,
@@ -236,10 +243,33 @@ impl Job<'_> {
             elapsed,
             lost: status.lost,
             undecodable: sink.undecodable.clone(),
+            read_failures: status.read_failures,
             calls: timed_calls(&self.plan, &sink.counters, opts.verbose)?,
         };
-        Ok((sink, info))
+        Ok((sink, info, end))
     }
+}
+
+/// How madvise(2) calls are seen, if they are traced.
+fn madvise_path(opts: &TraceOptions) -> anyhow::Result<Option<MadvisePath>> {
+    if !opts.events.contains(EventKind::Madvise) {
+        return Ok(None);
+    }
+    let asked = opts.madvise_via.map(|via| match via {
+        MadviseVia::Kprobe => MadvisePath::Kprobe,
+        MadviseVia::Tracepoint => MadvisePath::Tracepoint,
+    });
+    MadvisePath::choose(Path::new("/sys"), asked).map(Some)
+}
+
+/// Every kind of failed read, zeros included (`-v`).
+fn describe_read_failures(failures: &ReadFailures) {
+    let kinds: Vec<String> = ReadFailure::ALL
+        .iter()
+        .zip(failures)
+        .map(|(kind, n)| format!("{} {n}", kind.name()))
+        .collect();
+    eprintln!("failed reads of the target's memory: {}", kinds.join(", "));
 }
 
 fn describe_plan(plan: &Plan) {
@@ -290,10 +320,38 @@ fn open_exporters(opts: &TraceOptions) -> anyhow::Result<Vec<Box<dyn Exporter>>>
     Ok(exporters)
 }
 
+/// Why a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    Exited,
+    LeftBinary,
+    Interrupt,
+    Terminate,
+    /// SIGHUP: the terminal or the session went away.
+    HangUp,
+    Duration,
+    Quit,
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            End::Exited => "the target exited",
+            End::LeftBinary => "the target left the traced binary",
+            End::Interrupt => "SIGINT",
+            End::Terminate => "SIGTERM",
+            End::HangUp => "SIGHUP",
+            End::Duration => "--duration is over",
+            End::Quit => "q pressed",
+        })
+    }
+}
+
 /// Everything that can end a run, and the periodic RSS sample.
 struct Ends {
     sigint: tokio::signal::unix::Signal,
     sigterm: tokio::signal::unix::Signal,
+    sighup: tokio::signal::unix::Signal,
     duration: Option<Duration>,
     rss_interval: Duration,
     sample_soon: bool,
@@ -309,6 +367,7 @@ impl Ends {
         Ok(Self {
             sigint: signal(SignalKind::interrupt()).context("SIGINT handler")?,
             sigterm: signal(SignalKind::terminate()).context("SIGTERM handler")?,
+            sighup: signal(SignalKind::hangup()).context("SIGHUP handler")?,
             duration: opts.duration,
             rss_interval: opts.rss_interval,
             sample_soon: matches!(opts.target, Target::Command(_)),
@@ -325,7 +384,7 @@ impl Ends {
         sink: &mut Sink,
         pid: u32,
         rss: bool,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<End> {
         let rss_of = rss.then_some(pid);
         let exited = watch(pidfd).context("watching the target")?;
         // The probes sit in this file: once the process runs another, nothing more comes.
@@ -366,18 +425,18 @@ impl Ends {
                 }
                 _ = refresh.tick() => {
                     if sink.refresh()? == Action::Quit {
-                        return Ok(());
+                        return Ok(End::Quit);
                     }
                     if let Some(now) = process::executable(pid).filter(|now| Some(now) != traced.as_ref()) {
                         sink.live = None;
                         eprintln!("pid {pid} left the traced binary: it now runs {}", now.path.display());
-                        return Ok(());
+                        return Ok(End::LeftBinary);
                     }
                 }
                 ready = exited.readable() => {
                     let mut ready = ready.context("watching the target")?;
                     if process::has_exited(pid, ready.get_inner()) {
-                        return Ok(());
+                        return Ok(End::Exited);
                     }
                     // Readable without an exit (seen on 6.12 guests under load): wait for
                     // the next change rather than end a run whose target still runs.
@@ -386,9 +445,10 @@ impl Ends {
                         eprintln!("pid {pid}: its pidfd was readable, but it still runs");
                     }
                 }
-                _ = self.sigint.recv() => return Ok(()),
-                _ = self.sigterm.recv() => return Ok(()),
-                () = &mut deadline, if self.duration.is_some() => return Ok(()),
+                _ = self.sigint.recv() => return Ok(End::Interrupt),
+                _ = self.sigterm.recv() => return Ok(End::Terminate),
+                _ = self.sighup.recv() => return Ok(End::HangUp),
+                () = &mut deadline, if self.duration.is_some() => return Ok(End::Duration),
             }
         }
     }
@@ -435,6 +495,7 @@ impl Sink {
             elapsed: self.started.elapsed(),
             events: self.agg.events + self.agg.kernel_calls.unwrap_or(0),
             lost: self.counters.lost()?,
+            read_failures: self.counters.read_failures()?,
         })
     }
 
@@ -505,19 +566,23 @@ impl Sink {
     }
 
     /// Flushes every export, then prints the summary: to standard error when the CSV
-    /// takes standard output.
-    fn finish(mut self, info: &RunInfo, csv_to_stdout: bool) -> anyhow::Result<()> {
+    /// takes standard output. After a hang-up the terminal may be gone: the summary is
+    /// then written if it can be.
+    fn finish(mut self, info: &RunInfo, csv_to_stdout: bool, hung_up: bool) -> anyhow::Result<()> {
         for exporter in &mut self.exporters {
             exporter.finish()?;
         }
         let text = summary::render(&self.agg, info);
-        if csv_to_stdout {
-            eprint!("{text}");
+        let written = if csv_to_stdout {
+            io::stderr().write_all(text.as_bytes())
         } else {
-            print!("{text}");
-            io::stdout().flush().context("writing the summary")?;
+            let mut out = io::stdout();
+            out.write_all(text.as_bytes()).and_then(|()| out.flush())
+        };
+        match written {
+            Err(_) if hung_up => Ok(()),
+            other => other.context("writing the summary"),
         }
-        Ok(())
     }
 
     fn record(&mut self, event: &TraceEvent) -> anyhow::Result<()> {

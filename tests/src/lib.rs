@@ -822,6 +822,32 @@ pub fn trace_command(bin: &Path, args: &[&str]) -> CommandRun {
     }
 }
 
+/// `CLOCK_MONOTONIC` now, in nanoseconds: the clock of the CSV's `time_ns`.
+#[must_use]
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    assert_eq!(rc, 0, "clock_gettime");
+    let (Ok(secs), Ok(nanos)) = (u64::try_from(ts.tv_sec), u64::try_from(ts.tv_nsec)) else {
+        panic!("a negative monotonic time");
+    };
+    secs * 1_000_000_000 + nanos
+}
+
+/// How much slower than the host this machine runs: `MAP_TRACE_TIME_SCALE` (the kernel
+/// matrix's emulated guests set 10), else 1. Time bounds of tests are multiplied by it.
+#[must_use]
+pub fn time_scale() -> u32 {
+    std::env::var("MAP_TRACE_TIME_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+}
+
 /// `timed calls: E entered, R returned, O returns without entry` from a summary.
 #[must_use]
 pub fn timed_calls(summary: &str) -> (u64, u64, u64) {

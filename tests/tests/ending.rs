@@ -1,5 +1,6 @@
-//! How a run ends: after --duration or on SIGINT/SIGTERM map-trace drains every event,
-//! writes the CSV and the summary, exits 0, and the target keeps running.
+//! How a run ends: after --duration or on SIGINT/SIGTERM/SIGHUP map-trace drains every
+//! event, writes the CSV and the summary, exits 0, and the target keeps running; a stop
+//! request under load stops the probes at once and ends the run within a second.
 
 #![allow(
     clippy::unwrap_used,
@@ -7,11 +8,15 @@
     reason = "test code fails by panicking"
 )]
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
 
 use integration_tests::{
-    Finished, GO_CLASSIC, GO_SWISS, Tracer, build_go, proc_state, read_csv, timed_calls,
-    wait_bounded,
+    Finished, GO_CLASSIC, GO_SWISS, Tracer, build_go, monotonic_ns, proc_state, read_csv,
+    time_scale, timed_calls, wait_bounded,
 };
 
 const LIMIT: Duration = Duration::from_mins(1);
@@ -37,14 +42,20 @@ fn assert_drained(done: &Finished, csv: &Path) {
     let map_rows = rows.iter().filter(|r| !r["map"].is_empty()).count();
     assert_eq!(map_rows as u64, total.iter().sum::<u64>());
     assert!(done.stdout.contains("lost events: 0"), "{}", done.stdout);
-    // Attached and detached mid-run: every matched return made exactly one event, and
-    // entries are removed before returns, so no call is left entered but unreturned.
+    // Attached and stopped mid-run: every matched return made exactly one event; a call
+    // running at the stop returns unseen, and the summary says so.
     let (entered, returned, _) = timed_calls(&done.stdout);
     let timed = rows
         .iter()
         .filter(|r| matches!(r["event"].as_str(), "grow" | "evacuate"));
     assert_eq!(returned, timed.count() as u64);
-    assert_eq!(entered, returned);
+    let running = entered - returned;
+    if running > 0 {
+        let said = format!("{running} still running at the end");
+        assert!(done.stdout.contains(&said), "{}", done.stdout);
+    } else {
+        assert!(!done.stdout.contains("still running"), "{}", done.stdout);
+    }
 }
 
 fn start_demo(go: &str) -> std::process::Child {
@@ -81,11 +92,14 @@ fn signal_ends_the_run(signal: &str, go: &str) {
     let mut demo = start_demo(go);
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("e.csv");
+    let perfetto = dir.path().join("e.json");
     let mut tracer = Tracer::start(&[
         "--pid",
         &demo.id().to_string(),
         "--csv",
         csv.to_str().unwrap(),
+        "--perfetto",
+        perfetto.to_str().unwrap(),
     ]);
     tracer.wait_attached(LIMIT);
     std::thread::sleep(Duration::from_secs(1));
@@ -96,9 +110,87 @@ fn signal_ends_the_run(signal: &str, go: &str) {
     assert!(status.success());
     let done = tracer.finish(LIMIT);
     assert_drained(&done, &csv);
+    // The Perfetto trace is whole too: one slice per timed event of the CSV.
+    let trace: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&perfetto).unwrap()).expect("a whole JSON trace");
+    let slices = trace["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["ph"] == "X")
+        .count();
+    let timed = read_csv(&csv)
+        .iter()
+        .filter(|r| matches!(r["event"].as_str(), "grow" | "evacuate"))
+        .count();
+    assert_eq!(slices, timed);
     assert!(matches!(proc_state(demo.id()), 'S' | 'R'), "target harmed");
     demo.kill().unwrap();
     wait_bounded(&mut demo, LIMIT);
+}
+
+#[test]
+fn sighup_ends_the_run() {
+    // The terminal or the SSH session went away: a stop like any other.
+    signal_ends_the_run("HUP", GO_SWISS);
+}
+
+/// Against a target making map operations as fast as it can on both cores, SIGINT turns
+/// every probe off at once: no event later than a few milliseconds after the signal, and
+/// map-trace has drained, removed its probes and exited 0 within a second.
+#[test]
+fn sigint_under_load_stops_at_once() {
+    let mut busy = Command::new(build_go("bench", GO_SWISS))
+        .args(["-phase", "hot2", "-ops", "4000000000"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("e.csv");
+    let pid = busy.id().to_string();
+    let mut tracer = Tracer::start(&["--pid", &pid, "--csv", csv.to_str().unwrap(), "-v"]);
+    tracer.wait_attached(LIMIT);
+    std::thread::sleep(Duration::from_secs(1));
+    let (sent, sent_ns) = (Instant::now(), monotonic_ns());
+    let status = Command::new("kill")
+        .args(["-s", "INT", &tracer.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let done = tracer.finish(LIMIT);
+    let took = sent.elapsed();
+    assert!(done.status.success(), "{:?}", done.stderr);
+    let scale = time_scale();
+    assert!(took <= scale * Duration::from_secs(1), "exit took {took:?}");
+    let rows = read_csv(&csv);
+    assert!(
+        rows.len() > 10_000,
+        "the target was not busy: {} rows",
+        rows.len()
+    );
+    let last = rows
+        .iter()
+        .map(|r| r["time_ns"].parse::<u64>().unwrap())
+        .max()
+        .unwrap();
+    // Events up to the instant the signal handler runs, which waits for a CPU of the two
+    // the target keeps busy.
+    let slack = u64::from(scale) * 50_000_000;
+    assert!(
+        last <= sent_ns + slack,
+        "an event {} ms after the signal",
+        (last - sent_ns) / 1_000_000
+    );
+    assert!(done.stdout.contains("lost events: 0"), "{}", done.stdout);
+    let removed = done.stderr.iter().find(|l| l.starts_with("SIGINT: "));
+    assert!(
+        removed.is_some_and(|l| l.contains("probes removed in")),
+        "{:?}",
+        done.stderr
+    );
+    assert!(matches!(proc_state(busy.id()), 'S' | 'R'), "target harmed");
+    busy.kill().unwrap();
+    wait_bounded(&mut busy, LIMIT);
 }
 
 #[test]

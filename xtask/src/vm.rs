@@ -90,7 +90,15 @@ const FULL: [(&str, &[&str]); 10] = [
             "overflow_is_counted_swiss",
         ],
     ),
-    ("ending", &["sigint_ends_the_run", "duration_ends_the_run"]),
+    (
+        "ending",
+        &[
+            "sigint_ends_the_run",
+            "duration_ends_the_run",
+            "sighup_ends_the_run",
+            "sigint_under_load_stops_at_once",
+        ],
+    ),
     (
         "reliability",
         &[
@@ -338,6 +346,8 @@ poweroff -f
         writeln!(script, "export MAP_TRACE_BIN='{}'", map_trace.display())?;
         // Built by the host's run already: the guest, ten times slower, does not redo it.
         writeln!(script, "export MAP_TRACE_GO_PREBUILT=1")?;
+        // Emulated guests run about ten times slower: tests scale their time bounds.
+        writeln!(script, "export MAP_TRACE_TIME_SCALE=10")?;
         writeln!(script, "export HOME=/root TMPDIR=/tmp")?;
         writeln!(script, "cd '{}'", root.join("tests").display())?;
         writeln!(

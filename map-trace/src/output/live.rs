@@ -657,7 +657,7 @@ mod tests {
         let status = Status {
             elapsed: Duration::from_secs(3),
             events: 200,
-            lost: 0,
+            ..Status::default()
         };
         let mut terminal = Terminal::new(TestBackend::new(150, 24)).unwrap();
         terminal.draw(|f| view.draw(f, &agg, &status)).unwrap();

@@ -11,6 +11,8 @@ pub mod summary;
 
 use std::{fs::File, io, path::Path, time::Duration};
 
+use map_trace_common::ReadFailures;
+
 use crate::events::TraceEvent;
 
 /// Bytes as MiB with one decimal, for people.
@@ -46,6 +48,8 @@ pub struct Status {
     pub events: u64,
     /// Events the ring buffer had no room for, so far (the kernel's count).
     pub lost: u64,
+    /// Failed reads of the target's memory so far, per kind (the kernel's count).
+    pub read_failures: ReadFailures,
 }
 
 /// A per-event output.

@@ -24,7 +24,7 @@ use hyper::{
     service::service_fn,
 };
 use hyper_util::rt::TokioIo;
-use map_trace_common::EventKind;
+use map_trace_common::{EventKind, ReadFailure, ReadFailures};
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -67,8 +67,9 @@ struct AdviceLabels {
     advice: String,
 }
 
+/// For RSS samples (`VmRSS`, `RssAnon`) and failed reads (`goid`, `key`, …).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RssLabels {
+struct KindLabels {
     kind: &'static str,
 }
 
@@ -86,11 +87,12 @@ struct Metrics {
     evacuate_seconds: DurationFamily,
     events: Counter,
     lost: Counter,
+    read_failures: Family<KindLabels, Counter>,
     madvise_calls: Family<AdviceLabels, Counter>,
     madvise_bytes: Family<AdviceLabels, Counter>,
     given_back: Counter,
     gc_cycles: Counter,
-    rss: Family<RssLabels, Gauge>,
+    rss: Family<KindLabels, Gauge>,
 }
 
 impl Metrics {
@@ -102,6 +104,7 @@ impl Metrics {
             evacuate_seconds: Family::new_with_constructor(duration_histogram),
             events: Counter::default(),
             lost: Counter::default(),
+            read_failures: Family::default(),
             madvise_calls: Family::default(),
             madvise_bytes: Family::default(),
             given_back: Counter::default(),
@@ -135,6 +138,11 @@ impl Metrics {
             "lost_events",
             "Events the ring buffer had no room for",
             m.lost.clone(),
+        );
+        r.register(
+            "read_failures",
+            "Reads of the target's memory that failed in the eBPF programs, by what was read",
+            m.read_failures.clone(),
         );
         r.register(
             "madvise_calls",
@@ -171,6 +179,8 @@ pub struct PrometheusExporter {
     types: HashMap<u64, Arc<str>>,
     /// The ring buffer's lost events as last reported.
     lost: u64,
+    /// Failed reads as last reported.
+    read_failures: ReadFailures,
     server: JoinHandle<()>,
 }
 
@@ -207,6 +217,7 @@ impl PrometheusExporter {
             metrics,
             types: HashMap::new(),
             lost: 0,
+            read_failures: ReadFailures::default(),
             server,
         })
     }
@@ -273,7 +284,7 @@ impl Exporter for PrometheusExporter {
                 if let Some(bytes) = e.rss_bytes {
                     self.metrics
                         .rss
-                        .get_or_create(&RssLabels { kind })
+                        .get_or_create(&KindLabels { kind })
                         .set(gauge_value(bytes));
                 }
             }
@@ -288,6 +299,18 @@ impl Exporter for PrometheusExporter {
             .lost
             .inc_by(status.lost.saturating_sub(self.lost));
         self.lost = self.lost.max(status.lost);
+        for ((kind, now), seen) in ReadFailure::ALL
+            .iter()
+            .zip(status.read_failures)
+            .zip(&mut self.read_failures)
+        {
+            let counter = self
+                .metrics
+                .read_failures
+                .get_or_create(&KindLabels { kind: kind.name() });
+            counter.inc_by(now.saturating_sub(*seen));
+            *seen = (*seen).max(now);
+        }
         Ok(())
     }
 
@@ -422,8 +445,11 @@ mod tests {
             ..Status::default()
         })
         .unwrap();
+        let mut read_failures = ReadFailures::default();
+        read_failures[ReadFailure::Key as usize] = 2;
         p.status(&Status {
             lost: 4,
+            read_failures,
             ..Status::default()
         })
         .unwrap();
@@ -444,6 +470,8 @@ mod tests {
             format!(r#"map_trace_grow_duration_seconds_bucket{{le="0.00025",{m}}} 2"#),
             "map_trace_events_total 8".to_owned(),
             "map_trace_lost_events_total 4".to_owned(),
+            r#"map_trace_read_failures_total{kind="key"} 2"#.to_owned(),
+            r#"map_trace_read_failures_total{kind="goid"} 0"#.to_owned(),
             r#"map_trace_madvise_calls_total{advice="DONTNEED"} 1"#.to_owned(),
             r#"map_trace_madvise_bytes_total{advice="DONTNEED"} 8192"#.to_owned(),
             "map_trace_madvise_given_back_bytes_total 8192".to_owned(),

@@ -2,6 +2,8 @@
 
 use std::{fmt::Write as _, time::Duration};
 
+use map_trace_common::{ReadFailure, ReadFailures};
+
 use super::mib;
 use crate::{
     aggregate::{Aggregate, MapStats, SWISS_GROUP_SLOTS, Timing},
@@ -19,6 +21,7 @@ pub struct RunInfo {
     pub elapsed: Duration,
     pub lost: u64,
     pub undecodable: Undecodable,
+    pub read_failures: ReadFailures,
     pub calls: TimedCalls,
 }
 
@@ -218,14 +221,32 @@ pub fn render(agg: &Aggregate, run: &RunInfo) -> String {
         let _ = writeln!(s, "    {g}");
     }
     let c = run.calls;
+    // A stop turns every program off at once: calls then running return unseen.
+    let running = match c.entered.saturating_sub(c.returned) {
+        0 => String::new(),
+        n => format!(", {n} still running at the end"),
+    };
     let _ = writeln!(
         s,
-        "timed calls: {} entered, {} returned, {} returns without entry",
+        "timed calls: {} entered, {} returned, {} returns without entry{running}",
         c.entered, c.returned, c.orphans
     );
     memory(&mut s, agg);
     let _ = writeln!(s, "lost events: {}", run.lost);
     // Said only when it happened: a clean run's summary stays short.
+    if run.read_failures.iter().any(|&n| n > 0) {
+        let kinds: Vec<String> = ReadFailure::ALL
+            .iter()
+            .zip(run.read_failures)
+            .filter(|(_, n)| *n > 0)
+            .map(|(kind, n)| format!("{} {n}", kind.name()))
+            .collect();
+        let _ = writeln!(
+            s,
+            "failed reads of the target's memory: {} (those fields are left empty)",
+            kinds.join(", ")
+        );
+    }
     if let Some(first) = &run.undecodable.first {
         let _ = writeln!(
             s,
@@ -284,6 +305,37 @@ mod tests {
     use super::*;
     use crate::events::{Detail, Madvise, TraceEvent};
 
+    #[test]
+    fn failed_reads_and_calls_cut_by_the_stop_are_said() {
+        let agg = Aggregate::default();
+        let quiet = render(&agg, &run());
+        assert!(!quiet.contains("failed reads"), "{quiet}");
+        assert!(!quiet.contains("still running"), "{quiet}");
+        let mut read_failures = ReadFailures::default();
+        read_failures[ReadFailure::Goid as usize] = 2;
+        read_failures[ReadFailure::Stack as usize] = 5;
+        let info = RunInfo {
+            read_failures,
+            calls: TimedCalls {
+                entered: 7,
+                returned: 5,
+                orphans: 1,
+            },
+            ..run()
+        };
+        let text = render(&agg, &info);
+        assert!(
+            text.contains(
+                "failed reads of the target's memory: goid 2, stack 5 (those fields are left empty)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("timed calls: 7 entered, 5 returned, 1 returns without entry, 2 still running at the end"),
+            "{text}"
+        );
+    }
+
     fn run() -> RunInfo {
         RunInfo {
             pid: 1,
@@ -293,6 +345,7 @@ mod tests {
             elapsed: Duration::from_secs(2),
             lost: 4,
             undecodable: Undecodable::default(),
+            read_failures: ReadFailures::default(),
             calls: TimedCalls {
                 entered: 1,
                 returned: 1,
