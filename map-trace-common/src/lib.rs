@@ -226,6 +226,11 @@ pub const FLAG_STACK: u8 = 32;
 /// `rehash` → `grow` is four deep) to the user code that called it.
 pub const STACK_DEPTH: usize = 6;
 
+/// Entries of the `USER_FRAMES` set: return addresses user space has resolved to Go code
+/// outside the runtime (a call site). The frame-pointer walk stops at the first one: the
+/// frames past it name nothing user space would use.
+pub const USER_FRAMES_MAX: u32 = 8192;
+
 /// One record in the ring buffer.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -338,9 +343,9 @@ pub struct Config {
     /// `hashGrow`: same-size), and which bits; mask 0 for none.
     pub variant_offset: u64,
     pub variant_mask: u64,
-    /// Records waiting in the ring buffer, in bytes, from which a new one wakes the reader;
-    /// below it the reader finds them on its own timer.
-    pub wakeup_bytes: u64,
+    /// Every this many records a CPU submits, it wakes the reader; between, the reader
+    /// finds them on its own short timer.
+    pub wakeup_records: u64,
 }
 
 /// `Config::filters`: only keyed events with `Config::key_hash` (others pass).

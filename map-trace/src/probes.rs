@@ -5,14 +5,14 @@ use std::{io, num::NonZeroU32, os::fd::AsFd as _, path::Path};
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader, VerifierLogLevel,
-    maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
         Program, ProgramError, UProbe,
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
     },
 };
 use map_trace_common::{
-    CALLS_ORPHANS, Config, FILTER_KEY, FILTER_MAP, LOST_EVENTS, LOST_TOTALS, MapTotals,
+    CALLS_ORPHANS, Config, EVENT_SIZE, FILTER_KEY, FILTER_MAP, LOST_EVENTS, LOST_TOTALS, MapTotals,
     ReadFailure, ReadFailures, TotalsKey,
 };
 
@@ -94,9 +94,18 @@ fn ensure_tracefs() -> anyhow::Result<()> {
         })
 }
 
-/// The reader is woken once this fraction of the ring buffer waits to be read (and reads
-/// every [`crate::session::POLL`] anyway): few wakeups under load, far from overflowing.
+/// The reader is woken once the CPUs have together submitted about this fraction of the
+/// ring buffer (and reads every [`crate::session::POLL`] anyway): few wakeups under load,
+/// far from overflowing.
 const WAKEUP_FRACTION: u32 = 8;
+
+/// Records per CPU between wake-ups: [`WAKEUP_FRACTION`] of a ring buffer of `size` bytes,
+/// in the smallest records, shared among the `cpus`.
+fn wakeup_records(size: u32, cpus: usize) -> u64 {
+    let record = u64::try_from(EVENT_SIZE).unwrap_or(1);
+    let records = u64::from(size / WAKEUP_FRACTION) / record;
+    (records / u64::try_from(cpus.max(1)).unwrap_or(1)).max(1)
+}
 
 /// What the eBPF programs let through and send, and where the target is loaded.
 #[derive(Clone, Copy, Debug, Default)]
@@ -131,6 +140,29 @@ pub struct Probes {
     links: Vec<Box<dyn Send>>,
     /// The programs' on/off switch.
     switch: Switch,
+}
+
+/// Return addresses user space has resolved to user code: the kernel's frame-pointer walk
+/// stops at the first one, as the resolver would.
+pub struct UserFrames(aya::maps::HashMap<MapData, u64, u8>);
+
+impl UserFrames {
+    /// Adds return addresses. Once the set is full the rest are left out: walks past them
+    /// go on to the end, which costs time, not events.
+    pub fn add(&mut self, pcs: &[u64]) -> anyhow::Result<()> {
+        for &pc in pcs {
+            match self.0.insert(pc, 1, 0) {
+                Ok(()) => {}
+                Err(MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::E2BIG) =>
+                {
+                    return Ok(());
+                }
+                Err(e) => return Err(e).context("adding a user-code return address"),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The kernel-side counters that outlive the probes.
@@ -203,7 +235,10 @@ impl Probes {
             summary_only: u64::from(settings.summary_only),
             variant_offset: layout.header.variant().map_or(0, |(offset, _)| offset),
             variant_mask: layout.header.variant().map_or(0, |(_, mask)| mask),
-            wakeup_bytes: u64::from(settings.ring_buffer_size / WAKEUP_FRACTION),
+            wakeup_records: wakeup_records(
+                settings.ring_buffer_size,
+                aya::util::nr_cpus().map_or(1, |n| n),
+            ),
         };
         let mut ebpf = EbpfLoader::new()
             // aya asks for a log only when a load fails, by loading again with a buffer: a
@@ -267,6 +302,15 @@ impl Probes {
             .take_map("EVENTS")
             .context("EVENTS ring buffer missing")?;
         Ok(RingBuf::try_from(map)?)
+    }
+
+    /// The set of return addresses known as user code, which the stack walks stop at (once).
+    pub fn take_user_frames(&mut self) -> anyhow::Result<UserFrames> {
+        let map = self
+            .ebpf
+            .take_map("USER_FRAMES")
+            .context("USER_FRAMES missing")?;
+        Ok(UserFrames(aya::maps::HashMap::try_from(map)?))
     }
 
     /// The lost-event and timed-call counters (once).
@@ -628,6 +672,16 @@ mod tests {
         assert_eq!(verifier_reason(""), None);
         let trace = "0: R1=ctx() R10=fp0\n; x\n0: (b7) r0 = 0\nprocessed 1 insns (limit 1000000)\n";
         assert!(refusal("map_op", trace, false).is_none());
+    }
+
+    #[test]
+    fn wake_ups_come_per_eighth_of_the_buffer_shared_among_cpus() {
+        // 16 MiB: an eighth is 2 MiB, 10,485 records of 200 bytes.
+        assert_eq!(wakeup_records(16 << 20, 1), 10_485);
+        assert_eq!(wakeup_records(16 << 20, 2), 5_242);
+        // Never zero: a tiny buffer on a big machine wakes the reader for every record.
+        assert_eq!(wakeup_records(4096, 64), 1);
+        assert_eq!(wakeup_records(4096, 0), 2);
     }
 
     #[test]

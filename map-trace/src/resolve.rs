@@ -3,7 +3,11 @@
 //! key as text. Looked up in the target's binary once per address, then cached: a hot call
 //! site or map costs one lookup per run.
 
-use std::{collections::HashMap, fmt, sync::Arc};
+use std::{fmt, sync::Arc};
+
+// Looked up for every event: foldhash, not the standard library's SipHash, which showed in
+// map-trace's profile under load. Nothing here is keyed by input an attacker picks.
+use foldhash::{HashMap, HashMapExt as _};
 
 use map_trace_common::KeyKind;
 
@@ -69,6 +73,8 @@ pub struct Resolver {
     show_keys: bool,
     /// Per return address: the first non-runtime frame among its (inlined) frames.
     callers: HashMap<u64, Option<Arc<CallSite>>>,
+    /// Return addresses found in user code since [`Resolver::take_user_frames`] last ran.
+    new_user_frames: Vec<u64>,
     /// Per map type descriptor: its name and the kind of its key.
     types: HashMap<u64, MapType>,
 }
@@ -87,6 +93,7 @@ impl Resolver {
             bias,
             show_keys,
             callers: HashMap::new(),
+            new_user_frames: Vec::new(),
             types: HashMap::new(),
         }
     }
@@ -119,13 +126,21 @@ impl Resolver {
         self.map_type(addr).name
     }
 
+    /// Return addresses newly found in user code, once each: the kernel's stack walk can
+    /// stop at them, as [`Resolver::resolve`] would.
+    pub fn take_user_frames(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.new_user_frames)
+    }
+
     fn caller(&mut self, pc: u64) -> Option<Arc<CallSite>> {
         let (binary, bias) = (&self.binary, self.bias);
+        let new = &mut self.new_user_frames;
         self.callers
             .entry(pc)
             .or_insert_with(|| {
                 let frames = binary.symbolize(pc.checked_sub(bias)?);
                 let frame = frames.into_iter().find(|f| !is_runtime(&f.function))?;
+                new.push(pc);
                 Some(Arc::new(CallSite::new(
                     frame.function,
                     frame.file,

@@ -31,7 +31,7 @@ use crate::{
     },
     plan::{self, Plan, Role},
     privileges,
-    probes::{Counters, MadvisePath, Probes, Settings},
+    probes::{Counters, MadvisePath, Probes, Settings, UserFrames},
     resolve::Resolver,
     target::{
         binary::GoBinary,
@@ -39,6 +39,14 @@ use crate::{
         process::{self, Process},
     },
 };
+
+/// A line on standard error that cannot fail the run: after SIGHUP the terminal may be
+/// gone, and no note is worth the outputs still to be flushed.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(io::stderr(), $($arg)*);
+    }};
+}
 
 /// The process to trace: already running, or a command to start once probes are planned.
 enum Tracee<'a> {
@@ -159,12 +167,13 @@ impl Job<'_> {
             Probes::attach(&self.plan, runtime, &self.exe, pid, madvise, &self.settings)?;
         let ring = probes.take_events()?;
         let counters = probes.take_counters()?;
+        let user_frames = probes.take_user_frames()?;
         // Every probe is in: they all start reporting at this instant, until a stop.
         probes.start(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP])?;
         let via = madvise
             .map(|m| format!("; madvise via {}", m.name()))
             .unwrap_or_default();
-        eprintln!(
+        note!(
             "attached {} probes to pid {pid} ({}, {} maps){via}",
             probes.attached(),
             runtime.version.raw,
@@ -191,6 +200,7 @@ impl Job<'_> {
             exporters,
             live,
             counters,
+            user_frames,
             started: Instant::now(),
             summary_only: opts.summary_only,
             undecodable: Undecodable::default(),
@@ -220,7 +230,7 @@ impl Job<'_> {
         let links = probes.link_kind();
         probes.detach();
         if opts.verbose {
-            eprintln!(
+            note!(
                 "{end}: {attached} probes removed in {} ms ({links})",
                 detaching.elapsed().as_millis()
             );
@@ -269,18 +279,21 @@ fn describe_read_failures(failures: &ReadFailures) {
         .zip(failures)
         .map(|(kind, n)| format!("{} {n}", kind.name()))
         .collect();
-    eprintln!("failed reads of the target's memory: {}", kinds.join(", "));
+    note!("failed reads of the target's memory: {}", kinds.join(", "));
 }
 
 fn describe_plan(plan: &Plan) {
     for p in &plan.points {
-        eprintln!(
+        note!(
             "probe {} {:?} at {:#x} (file offset {:#x})",
-            p.function.symbol, p.role, p.addr, p.file_offset
+            p.function.symbol,
+            p.role,
+            p.addr,
+            p.file_offset
         );
     }
     for symbol in &plan.missing {
-        eprintln!("not in binary (dropped by the linker): {symbol}");
+        note!("not in binary (dropped by the linker): {symbol}");
     }
 }
 
@@ -424,12 +437,12 @@ impl Ends {
                     sink.drain(ring.get_mut(), BATCH)?;
                 }
                 _ = refresh.tick() => {
-                    if sink.refresh()? == Action::Quit {
-                        return Ok(End::Quit);
+                    if let Some(end) = sink.refresh()? {
+                        return Ok(end);
                     }
                     if let Some(now) = process::executable(pid).filter(|now| Some(now) != traced.as_ref()) {
                         sink.live = None;
-                        eprintln!("pid {pid} left the traced binary: it now runs {}", now.path.display());
+                        note!("pid {pid} left the traced binary: it now runs {}", now.path.display());
                         return Ok(End::LeftBinary);
                     }
                 }
@@ -442,7 +455,7 @@ impl Ends {
                     // the next change rather than end a run whose target still runs.
                     ready.clear_ready();
                     if self.verbose {
-                        eprintln!("pid {pid}: its pidfd was readable, but it still runs");
+                        note!("pid {pid}: its pidfd was readable, but it still runs");
                     }
                 }
                 _ = self.sigint.recv() => return Ok(End::Interrupt),
@@ -479,6 +492,8 @@ struct Sink {
     exporters: Vec<Box<dyn Exporter>>,
     live: Option<LiveView>,
     counters: Counters,
+    /// Where the kernel's stack walks may stop.
+    user_frames: UserFrames,
     /// When the probes were in place.
     started: Instant,
     /// Map operations are counted in the kernel and read from there.
@@ -517,7 +532,7 @@ impl Sink {
                     key.function
                 ));
                 if self.verbose {
-                    eprintln!("undecodable kernel totals: {reason}");
+                    note!("undecodable kernel totals: {reason}");
                 }
             }
         }
@@ -526,25 +541,40 @@ impl Sink {
     }
 
     /// The periodic update: exporters hear the status, the live view redraws and reads
-    /// its keys.
-    fn refresh(&mut self) -> anyhow::Result<Action> {
+    /// its keys. The end it asks for: `q`, or a terminal that is gone (it fails to draw
+    /// or read), which is a hang-up like SIGHUP, whichever of the two comes first.
+    fn refresh(&mut self) -> anyhow::Result<Option<End>> {
         self.read_kernel_totals()?;
         let status = self.status()?;
         for exporter in &mut self.exporters {
             exporter.status(&status)?;
         }
         let Some(live) = &mut self.live else {
-            return Ok(Action::Continue);
+            return Ok(None);
         };
-        live.tick(&self.agg, &status)
-            .context("drawing the live view")?;
-        live.keys(&self.agg, &status)
-            .context("reading the keyboard")
+        let action = live
+            .tick(&self.agg, &status)
+            .and_then(|()| live.keys(&self.agg, &status));
+        match action {
+            Ok(Action::Continue) => Ok(None),
+            Ok(Action::Quit) => Ok(Some(End::Quit)),
+            Err(_) => {
+                self.live = None;
+                Ok(Some(End::HangUp))
+            }
+        }
     }
 
     /// Hands up to `limit` records now in the ring buffer to the aggregate and the
     /// exporters; true when it emptied the buffer.
     fn drain(&mut self, ring: &mut RingBuf<MapData>, limit: usize) -> anyhow::Result<bool> {
+        let emptied = self.decode(ring, limit)?;
+        self.user_frames.add(&self.resolver.take_user_frames())?;
+        Ok(emptied)
+    }
+
+    /// [`Sink::drain`]'s decoding part.
+    fn decode(&mut self, ring: &mut RingBuf<MapData>, limit: usize) -> anyhow::Result<bool> {
         for _ in 0..limit {
             let Some(record) = ring.next() else {
                 return Ok(true);
@@ -557,7 +587,7 @@ impl Sink {
                 Err(e) => {
                     let reason = self.undecodable.note(e);
                     if self.verbose {
-                        eprintln!("undecodable ring-buffer record: {reason}");
+                        note!("undecodable ring-buffer record: {reason}");
                     }
                 }
             }
@@ -626,9 +656,11 @@ fn timed_calls(plan: &Plan, counters: &Counters, verbose: bool) -> anyhow::Resul
     for point in timed {
         let c = counters.calls(point.cookie.function)?;
         if verbose {
-            eprintln!(
+            note!(
                 "timed {}: {} entered, {} returned",
-                point.function.symbol, c.entered, c.returned
+                point.function.symbol,
+                c.entered,
+                c.returned
             );
         }
         total.entered += c.entered;

@@ -312,3 +312,100 @@ fn no_tui_prints_only_the_summary() {
         "escape codes with --no-tui"
     );
 }
+
+/// The terminal goes away (an SSH session dropped, a closed window): the kernel hangs up
+/// map-trace, which stops like on any other stop request: the CSV and the Perfetto trace
+/// are whole, and it is gone within a second, the demo still running.
+#[test]
+fn a_hang_up_is_a_stop() {
+    let demo = Demo::start();
+    let pid = demo.pid();
+    let dir = tempfile::tempdir().unwrap();
+    let (csv, trace) = (dir.path().join("hup.csv"), dir.path().join("hup.json"));
+    let tmux = Tmux::start(
+        "hup",
+        160,
+        45,
+        &[],
+        &format!(
+            "exec {} --pid {pid} --csv {} --perfetto {}",
+            map_trace_bin().display(),
+            csv.display(),
+            trace.display()
+        ),
+    );
+    tmux.wait_for("the live view", |s| {
+        number_after_opt(s, "  events ").is_some_and(|n| n > 0)
+    });
+    let tracer = map_trace_pid(&csv);
+    let hung_up = Instant::now();
+    // The pane's terminal closes: its session leader, map-trace, gets SIGHUP.
+    tmux.run(&["kill-server"]);
+    // Exited: gone, or a zombie until tmux's dying server or init reaps it.
+    let running = || {
+        std::fs::read_to_string(format!("/proc/{tracer}/stat"))
+            .ok()
+            .and_then(|stat| stat.rsplit_once(')')?.1.trim_start().chars().next())
+            .is_some_and(|state| !matches!(state, 'Z' | 'X'))
+    };
+    while running() {
+        assert!(
+            hung_up.elapsed() < WAIT,
+            "map-trace still runs after the hang-up"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let took = hung_up.elapsed();
+    assert!(
+        took <= integration_tests::time_scale() * Duration::from_secs(1),
+        "gone only {took:?} after the hang-up"
+    );
+    let rows = integration_tests::read_csv(&csv);
+    assert!(!rows.is_empty(), "no events before the hang-up");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert!(text.ends_with('\n'), "the CSV was cut mid-row");
+    let trace: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&trace).unwrap()).expect("a whole Perfetto trace");
+    let slices = trace["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["ph"] == "X")
+        .count();
+    let timed = rows
+        .iter()
+        .filter(|r| matches!(r["event"].as_str(), "grow" | "evacuate"))
+        .count();
+    assert_eq!(slices, timed);
+    assert!(matches!(proc_state(pid), 'S' | 'R'), "target harmed");
+}
+
+/// The number after `label ` on the screen, if it is there yet.
+fn number_after_opt(screen: &str, label: &str) -> Option<u64> {
+    let at = screen.find(label)?;
+    screen[at + label.len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The pid of the map-trace process writing `csv`.
+fn map_trace_pid(csv: &Path) -> u32 {
+    // By its command line's start: tmux's own processes name the CSV in theirs too.
+    let pattern = format!("^{} .*{}", map_trace_bin().display(), csv.display());
+    let out = Command::new("pgrep")
+        .arg("-f")
+        .arg(pattern)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let pids: Vec<u32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    assert_eq!(
+        pids.len(),
+        1,
+        "map-trace processes writing {}: {text}",
+        csv.display()
+    );
+    pids[0]
+}

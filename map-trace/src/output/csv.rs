@@ -1,49 +1,117 @@
 //! The contract's CSV: one row per event, fixed leading columns.
+//!
+//! Rows are written here, field by field, straight from the [`Record`] the JSON export
+//! serialises too: through the csv crate's serde writer, a row cost a third of map-trace's
+//! CPU at 700,000 events a second (its per-field dispatch and quoting state machine). The
+//! quoting is the csv crate's (RFC 4180, quotes only where needed): a property test holds
+//! the two to the same bytes.
 
 use std::io::Write;
 
 use anyhow::Context as _;
 
-use super::{Exporter, record::Record};
+use super::{
+    Exporter,
+    record::{Hex, Record},
+};
 use crate::events::TraceEvent;
 
 pub use super::record::{HEADER, KEY_COLUMN};
 
 pub struct CsvExporter<W: Write> {
-    writer: csv::Writer<W>,
+    out: W,
     show_keys: bool,
+    /// One row, reused.
+    row: Vec<u8>,
 }
 
 impl<W: Write> CsvExporter<W> {
     /// Writes the header at once, so a bad destination fails before anything is attached.
-    pub fn new(out: W, show_keys: bool) -> anyhow::Result<Self> {
-        // The header is written here, not by serde at the first row: a run without events
-        // still gets it.
-        let mut writer = csv::WriterBuilder::new()
-            .has_headers(false)
-            .from_writer(out);
-        let mut header = HEADER.to_vec();
+    pub fn new(mut out: W, show_keys: bool) -> anyhow::Result<Self> {
+        // Written here, not with the first row: a run without events still gets it.
+        let mut header = HEADER.join(",");
         if show_keys {
-            header.push(KEY_COLUMN);
+            header.push(',');
+            header.push_str(KEY_COLUMN);
         }
-        writer
-            .write_record(header)
+        header.push('\n');
+        out.write_all(header.as_bytes())
+            .and_then(|()| out.flush())
             .context("writing the CSV header")?;
-        writer.flush().context("writing the CSV header")?;
-        Ok(Self { writer, show_keys })
+        Ok(Self {
+            out,
+            show_keys,
+            row: Vec::with_capacity(256),
+        })
     }
 }
 
 impl<W: Write> Exporter for CsvExporter<W> {
     fn event(&mut self, event: &TraceEvent) -> anyhow::Result<()> {
-        self.writer
-            .serialize(Record::new(event, self.show_keys))
-            .context("writing CSV")
+        self.row.clear();
+        write_row(&mut self.row, &Record::new(event, self.show_keys));
+        self.out.write_all(&self.row).context("writing CSV")
     }
 
     fn finish(&mut self) -> anyhow::Result<()> {
-        self.writer.flush().context("flushing CSV")
+        self.out.flush().context("flushing CSV")
     }
+}
+
+/// `r` as one CSV line, in [`HEADER`]'s order (then the key, if `r` has one).
+fn write_row(row: &mut Vec<u8>, r: &Record<'_>) {
+    number(row, Some(r.time_ns));
+    text(row, Some(r.event.as_bytes()));
+    number(row, Some(r.pid));
+    number(row, r.tid);
+    number(row, r.goid);
+    text(row, r.map.as_ref().map(Hex::as_bytes));
+    text(row, r.key_hash.as_ref().map(Hex::as_bytes));
+    number(row, r.count);
+    text(row, r.detail.as_deref().map(str::as_bytes));
+    number(row, r.duration_ns);
+    text(row, r.addr.as_ref().map(Hex::as_bytes));
+    number(row, r.len);
+    text(row, r.advice.as_deref().map(str::as_bytes));
+    number(row, r.result);
+    text(row, r.caller.map(str::as_bytes));
+    text(row, r.caller_line.map(str::as_bytes));
+    text(row, r.map_type.map(str::as_bytes));
+    if let Some(key) = r.key {
+        text(row, key.map(str::as_bytes));
+    }
+    // Every field above ended with a comma: the last one ends the line instead.
+    if let Some(last) = row.last_mut() {
+        *last = b'\n';
+    }
+}
+
+/// A number field and its comma; nothing for `None`.
+fn number(row: &mut Vec<u8>, v: Option<impl itoa::Integer>) {
+    if let Some(v) = v {
+        row.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+    }
+    row.push(b',');
+}
+
+/// A text field and its comma; quoted (quotes doubled) only if it holds a comma, a quote
+/// or a line break, as the csv crate writes it; nothing for `None`.
+fn text(row: &mut Vec<u8>, v: Option<&[u8]>) {
+    if let Some(v) = v {
+        if memchr::memchr3(b',', b'"', b'\n', v).is_some() || memchr::memchr(b'\r', v).is_some() {
+            row.push(b'"');
+            for &b in v {
+                if b == b'"' {
+                    row.push(b'"');
+                }
+                row.push(b);
+            }
+            row.push(b'"');
+        } else {
+            row.extend_from_slice(v);
+        }
+    }
+    row.push(b',');
 }
 
 #[cfg(test)]
@@ -118,6 +186,32 @@ mod tests {
                 "8,rss,1,,,,,,VmRSS,,,4096,,,,,",
             ]
         );
+    }
+
+    /// The rows are byte for byte what the csv crate's serde writer makes of the same
+    /// record, whatever the text fields hold.
+    #[test]
+    fn rows_are_the_csv_crates() {
+        use proptest::prelude::*;
+        let text = proptest::option::of("(?s).{0,12}|[a-z,\"\r\n ]{0,12}");
+        proptest!(|(caller in text.clone(), site in text.clone(), map_type in text.clone(),
+                    key in text, time_ns: u64, goid: Option<u64>, show_keys: bool)| {
+            let e = TraceEvent {
+                time_ns,
+                goid,
+                caller: caller.map(|c| std::sync::Arc::new(CallSite::new(c, site.unwrap_or_default(), 3))),
+                map_type: map_type.map(Into::into),
+                key,
+                ..TraceEvent::sample(EventKind::Assign, 0xc000_0100, Some(4))
+            };
+            let record = Record::new(&e, show_keys);
+            let mut theirs = ::csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
+            theirs.serialize(&record).unwrap();
+            let theirs = theirs.into_inner().unwrap();
+            let mut ours = Vec::new();
+            write_row(&mut ours, &record);
+            prop_assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&theirs));
+        });
     }
 
     #[test]

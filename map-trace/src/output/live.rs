@@ -8,6 +8,7 @@
 use std::{
     collections::{HashMap, VecDeque},
     io,
+    mem::ManuallyDrop,
     path::Path,
     time::{Duration, Instant},
 };
@@ -168,7 +169,9 @@ impl Controls {
 
 /// The live view on the terminal; the terminal is restored when it is dropped.
 pub struct LiveView {
-    terminal: DefaultTerminal,
+    /// Never dropped: ratatui's drop reports a cursor it cannot show with `eprintln!`,
+    /// which panics once the terminal is gone (a hang-up), before the files are flushed.
+    terminal: ManuallyDrop<DefaultTerminal>,
     header: Header,
     controls: Controls,
     samples: VecDeque<Sample>,
@@ -180,7 +183,7 @@ impl LiveView {
     pub fn start(header: Header) -> io::Result<Self> {
         let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
         Ok(Self {
-            terminal: ratatui::try_init()?,
+            terminal: ManuallyDrop::new(ratatui::try_init()?),
             header,
             controls: Controls::new(),
             samples: VecDeque::with_capacity(HISTORY + 1),
@@ -243,6 +246,8 @@ impl LiveView {
 
 impl Drop for LiveView {
     fn drop(&mut self) {
+        // What the terminal's own drop would do, failures ignored: it may be gone.
+        let _ = self.terminal.show_cursor();
         let _ = ratatui::try_restore();
     }
 }

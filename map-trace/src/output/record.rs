@@ -130,6 +130,12 @@ impl Hex {
         }
     }
 
+    /// The text's bytes (ASCII).
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.text[..usize::from(self.len)]
+    }
+
     #[must_use]
     pub fn as_str(&self) -> &str {
         // Only ASCII hex digits and `x` are ever written.
