@@ -477,7 +477,12 @@ pub fn map_op(ctx: ProbeContext) -> u32 {
         return 0;
     }
     let mut bytes = MaybeUninit::<[u8; KEY_MAX]>::uninit();
-    let key = read_key(cookie.key, &regs, &mut bytes);
+    // `--summary-only` counts calls, not keys: the key is read only for a key filter.
+    let key = if config!(summary_only) == 0 || config!(filters) & FILTER_KEY != 0 {
+        read_key(cookie.key, &regs, &mut bytes)
+    } else {
+        None
+    };
     // Filtered here, so an unwanted key never costs ring-buffer space.
     if let Some(key) = &key
         && config!(filters) & FILTER_KEY != 0
