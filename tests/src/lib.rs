@@ -822,6 +822,25 @@ pub fn trace_command(bin: &Path, args: &[&str]) -> CommandRun {
     }
 }
 
+/// The Perfetto trace at `path` is whole JSON, with one slice per timed event (grow,
+/// evacuate) of the run's CSV `rows`.
+pub fn assert_perfetto_whole(path: &Path, rows: &[Row]) {
+    let trace: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).expect("read the Perfetto trace"))
+            .expect("a whole Perfetto trace");
+    let slices = trace["traceEvents"]
+        .as_array()
+        .expect("traceEvents")
+        .iter()
+        .filter(|e| e["ph"] == "X")
+        .count();
+    let timed = rows
+        .iter()
+        .filter(|r| matches!(r["event"].as_str(), "grow" | "evacuate"))
+        .count();
+    assert_eq!(slices, timed, "slices and timed events");
+}
+
 /// `CLOCK_MONOTONIC` now, in nanoseconds: the clock of the CSV's `time_ns`.
 #[must_use]
 pub fn monotonic_ns() -> u64 {

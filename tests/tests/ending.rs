@@ -15,8 +15,8 @@ use std::{
 };
 
 use integration_tests::{
-    Finished, GO_CLASSIC, GO_SWISS, Tracer, build_go, monotonic_ns, proc_state, read_csv,
-    time_scale, timed_calls, wait_bounded,
+    Finished, GO_CLASSIC, GO_SWISS, Tracer, assert_perfetto_whole, build_go, monotonic_ns,
+    proc_state, read_csv, time_scale, timed_calls, wait_bounded,
 };
 
 const LIMIT: Duration = Duration::from_mins(1);
@@ -122,20 +122,7 @@ fn signal_ends_the_run(signal: &str, go: &str) {
     assert!(status.success());
     let done = tracer.finish(LIMIT);
     assert_drained(&done, &csv);
-    // The Perfetto trace is whole too: one slice per timed event of the CSV.
-    let trace: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&perfetto).unwrap()).expect("a whole JSON trace");
-    let slices = trace["traceEvents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["ph"] == "X")
-        .count();
-    let timed = read_csv(&csv)
-        .iter()
-        .filter(|r| matches!(r["event"].as_str(), "grow" | "evacuate"))
-        .count();
-    assert_eq!(slices, timed);
+    assert_perfetto_whole(&perfetto, &read_csv(&csv));
     assert!(matches!(proc_state(demo.id()), 'S' | 'R'), "target harmed");
     demo.kill().unwrap();
     wait_bounded(&mut demo, LIMIT);

@@ -364,19 +364,7 @@ fn a_hang_up_is_a_stop() {
     assert!(!rows.is_empty(), "no events before the hang-up");
     let text = std::fs::read_to_string(&csv).unwrap();
     assert!(text.ends_with('\n'), "the CSV was cut mid-row");
-    let trace: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&trace).unwrap()).expect("a whole Perfetto trace");
-    let slices = trace["traceEvents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["ph"] == "X")
-        .count();
-    let timed = rows
-        .iter()
-        .filter(|r| matches!(r["event"].as_str(), "grow" | "evacuate"))
-        .count();
-    assert_eq!(slices, timed);
+    integration_tests::assert_perfetto_whole(&trace, &rows);
     assert!(matches!(proc_state(pid), 'S' | 'R'), "target harmed");
 }
 
