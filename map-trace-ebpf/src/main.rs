@@ -142,8 +142,17 @@ fn failed(kind: ReadFailure) {
     count(&READ_FAILURES, kind as u32);
 }
 
+/// The time of a hit, taken before the switch is read: an event that passes the switch
+/// happened before any stop, whenever its program is preempted and resumes.
+#[inline(always)]
+fn now() -> u64 {
+    // SAFETY: plain helper call.
+    unsafe { bpf_ktime_get_ns() }
+}
+
 /// This process's hit while tracing: its pid/tgid, event kind and decoded cookie; `None`
-/// when stopped or for other processes, before anything else is done.
+/// when stopped or for other processes, before anything else is done (but the clock,
+/// [`now`], which every program reads first).
 #[inline(always)]
 fn start(ctx: &ProbeContext) -> Option<(u64, u8, ProbeCookie)> {
     if !tracing() {
@@ -207,6 +216,7 @@ impl Regs {
 /// a global lock, on each read) made `map_op` take 1.7 times as long on 6.18. The plain
 /// fields:
 struct Head {
+    time_ns: u64,
     pid_tgid: u64,
     kind: u8,
     function: u16,
@@ -222,10 +232,11 @@ struct Head {
 }
 
 impl Head {
-    /// A record of `kind` with nothing but its thread.
+    /// A record of `kind` at `time_ns` with nothing but its thread.
     #[inline(always)]
-    const fn new(pid_tgid: u64, kind: u8) -> Self {
+    const fn new(time_ns: u64, pid_tgid: u64, kind: u8) -> Self {
         Self {
+            time_ns,
             pid_tgid,
             kind,
             function: 0,
@@ -241,7 +252,7 @@ impl Head {
         }
     }
 
-    /// Writes the plain fields and `flags` at `rec`, stamped with the time now.
+    /// Writes the plain fields and `flags` at `rec`.
     ///
     /// # Safety
     /// `rec` is a reserved, writable record.
@@ -249,7 +260,7 @@ impl Head {
     unsafe fn put(&self, rec: *mut Event, flags: u8) {
         // SAFETY: plain integer stores into the caller's record.
         unsafe {
-            (*rec).time_ns = bpf_ktime_get_ns();
+            (*rec).time_ns = self.time_ns;
             (*rec).map = self.map;
             (*rec).key_hash = self.key_hash;
             (*rec).duration_ns = self.duration_ns;
@@ -468,6 +479,7 @@ fn count(array: &PerCpuArray<u64>, slot: u32) {
     reason = "the signature aya's macro expects"
 )]
 pub fn map_op(ctx: ProbeContext) -> u32 {
+    let now = now();
     let Some((pid_tgid, kind, cookie)) = start(&ctx) else {
         return 0;
     };
@@ -501,7 +513,7 @@ pub fn map_op(ctx: ProbeContext) -> u32 {
         tally(&totals, None, map_type);
         return 0;
     }
-    let mut head = Head::new(pid_tgid, kind);
+    let mut head = Head::new(now, pid_tgid, kind);
     head.function = cookie.function;
     head.map = map;
     head.map_type = map_type;
@@ -617,8 +629,8 @@ pub fn call_entry(ctx: ProbeContext) -> u32 {
     reason = "the signature aya's macro expects"
 )]
 pub fn call_return(ctx: ProbeContext) -> u32 {
-    // SAFETY: plain helper call; taken first so the probe's own work is not timed.
-    let now = unsafe { bpf_ktime_get_ns() };
+    // First, so the probe's own work is not timed (and see `now`).
+    let now = now();
     let Some((pid_tgid, kind, cookie)) = start(&ctx) else {
         return 0;
     };
@@ -656,7 +668,7 @@ pub fn call_return(ctx: ProbeContext) -> u32 {
             let rec = entry.as_mut_ptr();
             // SAFETY: copies from the pending entry, still in place, into the reserved record.
             unsafe {
-                let mut head = Head::new(pid_tgid, kind);
+                let mut head = Head::new(now, pid_tgid, kind);
                 head.function = cookie.function;
                 head.map = map;
                 head.duration_ns = duration_ns;
@@ -682,10 +694,11 @@ pub fn call_return(ctx: ProbeContext) -> u32 {
     reason = "the signature aya's macro expects"
 )]
 pub fn gc_event(ctx: ProbeContext) -> u32 {
+    let now = now();
     let Some((pid_tgid, kind, cookie)) = start(&ctx) else {
         return 0;
     };
-    let mut head = Head::new(pid_tgid, kind);
+    let mut head = Head::new(now, pid_tgid, kind);
     head.function = cookie.function;
     let mut flags = 0;
     let cycles = config!(gc_cycles_addr);
@@ -741,6 +754,7 @@ fn madvise_begin(addr: u64, len: u64, advice: u64) {
 
 #[inline(always)]
 fn madvise_end(result: i64) {
+    let now = now();
     if !tracing() {
         return;
     }
@@ -754,7 +768,7 @@ fn madvise_end(result: i64) {
         return;
     };
     let rec = entry.as_mut_ptr();
-    let mut head = Head::new(pid_tgid, EventKind::Madvise as u8);
+    let mut head = Head::new(now, pid_tgid, EventKind::Madvise as u8);
     head.addr = call.addr;
     head.len = call.len;
     head.detail = call.advice;

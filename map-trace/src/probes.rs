@@ -289,6 +289,13 @@ impl Probes {
         self.switch.off()
     }
 
+    /// `CLOCK_MONOTONIC`, in ns, when the programs were turned off (by [`Probes::stop`] or
+    /// a stop signal): every event is stamped before it.
+    #[must_use]
+    pub fn stopped_at(&self) -> Option<u64> {
+        self.switch.stopped_at()
+    }
+
     /// Uprobes, kprobes and tracepoints attached.
     #[must_use]
     pub fn attached(&self) -> usize {

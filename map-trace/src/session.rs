@@ -229,10 +229,11 @@ impl Job<'_> {
         sink.live = None;
         let detaching = Instant::now();
         let links = probes.link_kind();
+        let stopped_at = probes.stopped_at().unwrap_or(0);
         probes.detach();
         if opts.verbose {
             note!(
-                "{end}: {attached} probes removed in {} ms ({links})",
+                "{end}: tracing stopped at {stopped_at} ns (CLOCK_MONOTONIC); {attached} probes removed in {} ms ({links})",
                 detaching.elapsed().as_millis()
             );
         }

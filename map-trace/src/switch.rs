@@ -5,7 +5,10 @@
 
 use std::{
     os::fd::{AsFd as _, AsRawFd as _},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use anyhow::{Context as _, anyhow};
@@ -61,7 +64,29 @@ pub struct Switch {
     _map: MapData,
     on: Arc<Update>,
     off: Arc<Update>,
+    /// `CLOCK_MONOTONIC` when the switch was first turned off, in ns; 0 before.
+    stopped_at: Arc<AtomicU64>,
     hooks: Vec<SigId>,
+}
+
+/// Turns the switch off with `off` and, the first time, notes the instant in `stopped_at`:
+/// every event the programs send is stamped before it (they read the clock, then the
+/// switch). Async-signal-safe: one bpf(2) call and the vDSO's clock.
+fn turn_off(off: &Update, stopped_at: &AtomicU64) -> bool {
+    if !off.apply() {
+        return false;
+    }
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) } == 0 {
+        let ns = u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000
+            + u64::try_from(ts.tv_nsec).unwrap_or(0);
+        let _ = stopped_at.compare_exchange(0, ns, Ordering::SeqCst, Ordering::SeqCst);
+    }
+    true
 }
 
 impl Switch {
@@ -73,6 +98,7 @@ impl Switch {
         Ok(Self {
             on: Update::new(&map, SWITCH_TRACING),
             off: Update::new(&map, SWITCH_STOPPED),
+            stopped_at: Arc::new(AtomicU64::new(0)),
             _map: map,
             hooks: Vec::new(),
         })
@@ -90,7 +116,7 @@ impl Switch {
     /// Once this returns, every probe hit returns at its first instruction; the only
     /// records still to come are those of hits already past it.
     pub fn off(&self) -> anyhow::Result<()> {
-        if self.off.apply() {
+        if turn_off(&self.off, &self.stopped_at) {
             Ok(())
         } else {
             Err(std::io::Error::last_os_error()).context("turning the eBPF programs off")
@@ -101,20 +127,28 @@ impl Switch {
     /// the event loop; until the switch is dropped.
     pub fn off_on(&mut self, signals: &[libc::c_int]) -> anyhow::Result<()> {
         for &signal in signals {
-            let off = Arc::clone(&self.off);
+            let (off, stopped_at) = (Arc::clone(&self.off), Arc::clone(&self.stopped_at));
             // SAFETY: the action only makes one bpf(2) call with a prepared block: it
             // neither allocates nor locks, so it is async-signal-safe.
             let id = unsafe {
                 signal_hook_registry::register(signal, move || {
                     // Nothing can be said from a handler; the event loop's own stop
                     // turns the switch off again, and reports a failure.
-                    let _ = off.apply();
+                    let _ = turn_off(&off, &stopped_at);
                 })
             }
             .context("installing a signal handler")?;
             self.hooks.push(id);
         }
         Ok(())
+    }
+}
+
+impl Switch {
+    /// `CLOCK_MONOTONIC`, in ns, when the programs were first turned off.
+    #[must_use]
+    pub fn stopped_at(&self) -> Option<u64> {
+        Some(self.stopped_at.load(Ordering::SeqCst)).filter(|&ns| ns != 0)
     }
 }
 

@@ -168,27 +168,36 @@ fn sigint_under_load_stops_at_once() {
         "the target was not busy: {} rows",
         rows.len()
     );
-    // The probes' events, not map-trace's own last RSS sample, taken as the run ends.
-    let last = rows
+    // `SIGINT: tracing stopped at N ns (CLOCK_MONOTONIC); M probes removed in …`: the
+    // instant the signal handler turned the programs off.
+    let line = done
+        .stderr
         .iter()
-        .filter(|r| r["event"] != "rss")
-        .map(|r| r["time_ns"].parse::<u64>().unwrap())
-        .max()
-        .unwrap();
-    // Events up to the instant the signal handler runs, which waits for a CPU of the two
-    // the target keeps busy.
-    let slack = u64::from(scale) * 50_000_000;
+        .find(|l| l.starts_with("SIGINT: tracing stopped at "))
+        .unwrap_or_else(|| panic!("no stop line: {:?}", done.stderr));
+    assert!(line.contains("probes removed in"), "{line}");
+    let stopped_at: u64 = line["SIGINT: tracing stopped at ".len()..]
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no instant in {line}"));
+    // Every event of the probes (not map-trace's own last RSS sample, taken as the run
+    // ends) happened before that instant: the programs read the clock, then the switch.
+    for r in rows.iter().filter(|r| r["event"] != "rss") {
+        let t: u64 = r["time_ns"].parse().unwrap();
+        assert!(
+            t <= stopped_at,
+            "an event {} ns after the stop: {r:?}",
+            t - stopped_at
+        );
+    }
+    // And the handler ran soon after the signal, though it waits for a CPU of the two the
+    // target keeps busy.
+    let late = stopped_at.saturating_sub(sent_ns);
     assert!(
-        last <= sent_ns + slack,
-        "an event {} ms after the signal",
-        (last - sent_ns) / 1_000_000
-    );
-    assert!(done.stdout.contains("lost events: 0"), "{}", done.stdout);
-    let removed = done.stderr.iter().find(|l| l.starts_with("SIGINT: "));
-    assert!(
-        removed.is_some_and(|l| l.contains("probes removed in")),
-        "{:?}",
-        done.stderr
+        late <= u64::from(scale) * 100_000_000,
+        "the programs were turned off {} ms after the signal",
+        late / 1_000_000
     );
     // `-v` lists the kernel's failed-read counters: a healthy target's memory always reads.
     let reads = "failed reads of the target's memory: goid 0, key 0, header 0, stack 0, table 0, gc_cycles 0";
