@@ -192,10 +192,12 @@ fn sigint_under_load_stops_at_once() {
         );
     }
     // And the handler ran soon after the signal, though it waits for a CPU of the two the
-    // target keeps busy.
+    // target keeps busy: a few milliseconds on the host (before the switch, events went on
+    // for 2.3 s); in the emulated 6.1 guest, where every probe hit is single-stepped, up to
+    // about a second was seen.
     let late = stopped_at.saturating_sub(sent_ns);
     assert!(
-        late <= u64::from(scale) * 100_000_000,
+        late <= u64::from(scale) * 300_000_000,
         "the programs were turned off {} ms after the signal",
         late / 1_000_000
     );
