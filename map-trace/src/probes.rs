@@ -237,7 +237,7 @@ impl Probes {
             variant_mask: layout.header.variant().map_or(0, |(_, mask)| mask),
             wakeup_records: wakeup_records(
                 settings.ring_buffer_size,
-                aya::util::nr_cpus().map_or(1, |n| n),
+                aya::util::nr_cpus().unwrap_or(1),
             ),
         };
         let mut ebpf = EbpfLoader::new()

@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
-use map_trace_common::{EventKind, ReadFailure, ReadFailures};
+use map_trace_common::{EventKind, ReadFailures};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
@@ -276,12 +276,10 @@ fn madvise_path(opts: &TraceOptions) -> anyhow::Result<Option<MadvisePath>> {
 
 /// Every kind of failed read, zeros included (`-v`).
 fn describe_read_failures(failures: &ReadFailures) {
-    let kinds: Vec<String> = ReadFailure::ALL
-        .iter()
-        .zip(failures)
-        .map(|(kind, n)| format!("{} {n}", kind.name()))
-        .collect();
-    note!("failed reads of the target's memory: {}", kinds.join(", "));
+    note!(
+        "failed reads of the target's memory: {}",
+        summary::read_failure_list(failures, true)
+    );
 }
 
 fn describe_plan(plan: &Plan) {

@@ -235,16 +235,10 @@ pub fn render(agg: &Aggregate, run: &RunInfo) -> String {
     let _ = writeln!(s, "lost events: {}", run.lost);
     // Said only when it happened: a clean run's summary stays short.
     if run.read_failures.iter().any(|&n| n > 0) {
-        let kinds: Vec<String> = ReadFailure::ALL
-            .iter()
-            .zip(run.read_failures)
-            .filter(|(_, n)| *n > 0)
-            .map(|(kind, n)| format!("{} {n}", kind.name()))
-            .collect();
         let _ = writeln!(
             s,
             "failed reads of the target's memory: {} (those fields are left empty)",
-            kinds.join(", ")
+            read_failure_list(&run.read_failures, false)
         );
     }
     if let Some(first) = &run.undecodable.first {
@@ -255,6 +249,19 @@ pub fn render(agg: &Aggregate, run: &RunInfo) -> String {
         );
     }
     s
+}
+
+/// `goid 2, stack 5`: failed reads per kind, in [`ReadFailure::ALL`]'s order; zeros too
+/// with `zeros`.
+#[must_use]
+pub fn read_failure_list(failures: &ReadFailures, zeros: bool) -> String {
+    let kinds: Vec<String> = ReadFailure::ALL
+        .iter()
+        .zip(failures)
+        .filter(|(_, n)| zeros || **n > 0)
+        .map(|(kind, n)| format!("{} {n}", kind.name()))
+        .collect();
+    kinds.join(", ")
 }
 
 /// GC cycles, madvise and RSS.
