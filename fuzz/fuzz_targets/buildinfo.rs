@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use map_trace::target::buildinfo;
+use map_trace::binary::buildinfo;
 
 fuzz_target!(|data: &[u8]| {
     let _ = buildinfo::version(data);

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use map_trace::target::disasm;
+use map_trace::binary::disasm;
 
 fuzz_target!(|data: &[u8]| {
     let Some((addr, rest)) = data.split_first_chunk::<8>() else {

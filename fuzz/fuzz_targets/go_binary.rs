@@ -12,7 +12,7 @@ use map_trace::{
     goruntime::{self, GoVersion, LAYOUTS, Layout, Runtime},
     plan,
     resolve::Resolver,
-    target::binary::GoBinary,
+    binary::GoBinary,
 };
 use map_trace_common::{EventKind, KeyKind, STACK_DEPTH};
 
@@ -84,7 +84,7 @@ fuzz_target!(|data: &[u8]| {
     }
 
     // What a session does with it: the probe plan, then naming an event's addresses.
-    let Ok(runtime) = Runtime::of(&binary) else {
+    let Ok(runtime) = binary.runtime() else {
         return;
     };
     if let Ok(plan) = plan::plan(&binary, &runtime, &EventSet::all()) {

@@ -6,7 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 use map_trace::{
     goruntime::LAYOUTS,
-    target::gotypes::{Memory, Module},
+    binary::gotypes::{Memory, Module},
 };
 
 const BASE: u64 = 0x50_0000;

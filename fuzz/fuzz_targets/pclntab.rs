@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use map_trace::target::pclntab::{self, FUNCDATA_INL_TREE, Pclntab};
+use map_trace::binary::pclntab::{self, FUNCDATA_INL_TREE, Pclntab};
 
 /// Functions looked at per input: enough to reach past the first few, cheap per run.
 const MAX_FUNCS: usize = 256;

@@ -5,41 +5,13 @@ use std::{
     sync::Arc,
 };
 
-use map_trace_common::{DURATION_BUCKETS, EventKind, duration_bucket};
+use map_trace_common::EventKind;
 
 use crate::{
     events::{Detail, KernelCalls, TraceEvent},
     goruntime::MapState,
-    resolve::CallSite,
+    model::{CallSite, Timing},
 };
-
-/// Count, total, worst and log2 histogram of timed calls.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Timing {
-    pub count: u64,
-    pub total_ns: u64,
-    pub worst_ns: u64,
-    /// Calls per [`duration_bucket`], the same buckets the kernel counts in.
-    pub histogram: [u64; DURATION_BUCKETS],
-}
-
-impl Timing {
-    fn add(&mut self, ns: u64) {
-        self.count += 1;
-        self.total_ns += ns;
-        self.worst_ns = self.worst_ns.max(ns);
-        self.histogram[duration_bucket(ns)] += 1;
-    }
-
-    fn merge(&mut self, other: &Timing) {
-        self.count += other.count;
-        self.total_ns += other.total_ns;
-        self.worst_ns = self.worst_ns.max(other.worst_ns);
-        for (sum, n) in self.histogram.iter_mut().zip(other.histogram) {
-            *sum += n;
-        }
-    }
-}
 
 /// What one map did while traced.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -321,6 +293,8 @@ impl Aggregate {
 
 #[cfg(test)]
 mod tests {
+    use map_trace_common::DURATION_BUCKETS;
+
     use super::*;
     use crate::{events::Madvise, goruntime::TableState};
 

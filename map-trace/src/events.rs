@@ -9,9 +9,8 @@ use map_trace_common::{
 use thiserror::Error;
 
 use crate::{
-    aggregate::Timing,
     goruntime::{DetailKind, Layout, MapState, TableState},
-    resolve::CallSite,
+    model::{CallSite, Timing},
 };
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -400,8 +399,8 @@ mod tests {
 
     use super::*;
     use crate::{
+        binary::mutate::mutated,
         goruntime::{Flavour, LAYOUTS},
-        target::mutate::mutated,
     };
 
     fn bytes(e: &Event) -> Vec<u8> {

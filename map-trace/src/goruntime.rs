@@ -7,12 +7,6 @@ use std::{fmt, ops::RangeInclusive};
 use map_trace_common::{EventKind, KeyKind, ProbeCookie, Reg};
 use thiserror::Error;
 
-use crate::target::{
-    binary::GoBinary,
-    gotypes::{MODULEDATA_1_19, MODULEDATA_1_21, MODULEDATA_1_27, ModuledataLayout},
-    pclntab::{self, GO_1_18, GO_1_20},
-};
-
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum RuntimeError {
     #[error("cannot read Go version `{0}`")]
@@ -468,6 +462,96 @@ const SWISS_HEADER: HeaderLayout = HeaderLayout::Swiss {
     table_growth_left: 4,
 };
 
+// The binary formats each release writes: read by the binary reader, chosen here.
+
+/// Byte offsets in `runtime.moduledata` of the fields map-trace reads (checked against DWARF
+/// for every supported release by the integration tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModuledataLayout {
+    pub text: u64,
+    pub types: u64,
+    pub etypes: u64,
+    pub gofunc: u64,
+}
+
+/// `moduledata.pcHeader` and `moduledata.funcnametab` (a slice: its data pointer): first in
+/// every release.
+pub const MODULEDATA_PCHEADER: u64 = 0;
+pub const MODULEDATA_FUNCNAMETAB: u64 = 8;
+
+/// Go 1.19.
+pub const MODULEDATA_1_19: ModuledataLayout = ModuledataLayout {
+    text: 176,
+    types: 280,
+    etypes: 288,
+    gofunc: 304,
+};
+
+/// Go 1.20 added `covctrs` and `ecovctrs` (coverage counters) before `end`; 1.21 – 1.26.
+pub const MODULEDATA_1_21: ModuledataLayout = ModuledataLayout {
+    text: 176,
+    types: 296,
+    etypes: 304,
+    gofunc: 320,
+};
+
+/// Go 1.27 added `typedesclen` after `types` and `itaboffset`, `itabsize` after `etypes`.
+pub const MODULEDATA_1_27: ModuledataLayout = ModuledataLayout {
+    text: 176,
+    types: 296,
+    etypes: 312,
+    gofunc: 344,
+};
+
+/// What differs between the table formats: the magic, and where a function's `_func` record
+/// and an inline tree's `inlinedCall` entry keep the fields read here (offsets checked
+/// against DWARF for every supported release by the integration tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PclntabFormat {
+    pub magic: u32,
+    /// The releases that write it, for messages.
+    pub releases: &'static str,
+    /// Size of `_func`'s fixed part, before its pcdata and funcdata offsets.
+    pub func_len: usize,
+    pub func_flag: usize,
+    pub func_nfuncdata: usize,
+    pub inlined_call_len: u64,
+    /// `inlinedCall`'s function name offset (into funcnametab) and parent pc.
+    pub inlined_name_off: usize,
+    pub inlined_parent_pc: usize,
+}
+
+/// `abi.Go118PCLnTabMagic`. `_func`: cuOffset u32 @32, funcID u8 @36, flag @37, pad,
+/// nfuncdata @39. `inlinedCall`: parent i16, funcID u8, pad, file i32, line i32, func_
+/// (the name offset) i32 @12, parentPc i32 @16.
+pub const GO_1_18: PclntabFormat = PclntabFormat {
+    magic: 0xffff_fff0,
+    releases: "Go 1.18 and 1.19",
+    func_len: 40,
+    func_flag: 37,
+    func_nfuncdata: 39,
+    inlined_call_len: 20,
+    inlined_name_off: 12,
+    inlined_parent_pc: 16,
+};
+
+/// `abi.Go120PCLnTabMagic` (1.21–1.27 use it unchanged). `_func` gained startLine i32 @36
+/// (funcID @40, flag @41, nfuncdata @43); `inlinedCall` became funcID u8, 3 pad bytes,
+/// nameOff i32 @4, parentPc i32 @8, startLine i32 @12.
+pub const GO_1_20: PclntabFormat = PclntabFormat {
+    magic: 0xffff_fff1,
+    releases: "Go 1.20 and later",
+    func_len: 44,
+    func_flag: 41,
+    func_nfuncdata: 43,
+    inlined_call_len: 16,
+    inlined_name_off: 4,
+    inlined_parent_pc: 8,
+};
+
+/// The formats this reader knows, told apart by their magic.
+pub static PCLNTAB_FORMATS: [PclntabFormat; 2] = [GO_1_18, GO_1_20];
+
 /// Everything version-specific about one range of Go releases and one map flavour.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Layout {
@@ -490,7 +574,7 @@ pub struct Layout {
     /// `runtime.moduledata` fields the binary reader uses (changed in Go 1.20 and 1.27).
     pub moduledata: ModuledataLayout,
     /// The pclntab format the releases write (changed in Go 1.20).
-    pub pclntab: pclntab::Format,
+    pub pclntab: PclntabFormat,
     /// The `GOEXPERIMENT` that gives these releases this flavour when it is not their
     /// default (`noswissmap`); the version string names it. Others (`mapsplitgroup`) change
     /// nothing map-trace reads.
@@ -519,7 +603,7 @@ const fn classic(
     goid_offset: u64,
     numgc_offset: u64,
     moduledata: ModuledataLayout,
-    pclntab: pclntab::Format,
+    pclntab: PclntabFormat,
 ) -> Layout {
     Layout {
         minors,
@@ -642,25 +726,6 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// The runtime a binary was built with: version from its build info (or the runtime's
-    /// version string), flavour from its functions; the two must agree.
-    pub fn of(binary: &GoBinary) -> Result<Self, RuntimeError> {
-        let version = GoVersion::parse(binary.version())?;
-        version.check_supported()?;
-        let path = || binary.path().display().to_string();
-        let found = detect_flavour(|s| binary.has_function(s))
-            .ok_or_else(|| RuntimeError::UnknownFlavour(path()))?;
-        match version.flavour() {
-            Some(claimed) if claimed != found => Err(RuntimeError::FlavourMismatch {
-                path: path(),
-                version: version.raw.clone(),
-                claimed,
-                found,
-            }),
-            _ => Self::new(version, found),
-        }
-    }
-
     pub fn new(version: GoVersion, flavour: Flavour) -> Result<Self, RuntimeError> {
         version.check_supported()?;
         let layout = LAYOUTS
@@ -683,7 +748,7 @@ mod tests {
     use proptest::{collection::vec, prelude::*};
 
     use super::*;
-    use crate::target::mutate::mutated;
+    use crate::binary::mutate::mutated;
 
     #[test]
     fn parses_version_strings() {

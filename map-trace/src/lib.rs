@@ -6,6 +6,7 @@
 //! [`session`] runs that pipeline for one target.
 
 pub mod aggregate;
+pub mod binary;
 pub mod bpf_syscall;
 pub mod cli;
 #[cfg(test)]
@@ -13,12 +14,13 @@ mod ebpf_stack;
 pub mod events;
 pub mod goruntime;
 pub mod kernel;
+pub mod model;
 pub mod output;
 pub mod plan;
 pub mod privileges;
 pub mod probes;
+pub mod process;
 pub mod resolve;
 pub mod session;
 pub mod switch;
-pub mod target;
 pub mod uprobe_multi;

@@ -6,9 +6,9 @@ use map_trace_common::{EventKind, MAX_FUNCTIONS, ProbeCookie};
 use thiserror::Error;
 
 use crate::{
+    binary::{GoBinary, disasm},
     cli::EventSet,
     goruntime::{MEMSTATS_SYMBOL, MapFunction, Runtime},
-    target::{binary::GoBinary, disasm},
 };
 
 #[derive(Debug, Error)]
@@ -131,7 +131,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::target::binary::testing::{Options, elf};
+    use crate::binary::testing::{Options, elf};
 
     fn gc_cycles_addr(memstats: u64) -> Option<u64> {
         let s = elf(&Options {
@@ -139,7 +139,7 @@ mod tests {
             ..Options::default()
         });
         let binary = GoBinary::parse(Path::new("synthetic"), s.bytes).unwrap();
-        let runtime = Runtime::of(&binary).unwrap();
+        let runtime = binary.runtime().unwrap();
         plan(&binary, &runtime, &EventSet::all())
             .unwrap()
             .gc_cycles_addr

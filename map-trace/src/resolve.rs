@@ -3,7 +3,7 @@
 //! key as text. Looked up in the target's binary once per address, then cached: a hot call
 //! site or map costs one lookup per run.
 
-use std::{fmt, sync::Arc};
+use std::sync::Arc;
 
 // Looked up for every event: foldhash, not the standard library's SipHash, which showed in
 // map-trace's profile under load. Nothing here is keyed by input an attacker picks.
@@ -12,52 +12,10 @@ use foldhash::{HashMap, HashMapExt as _};
 use map_trace_common::KeyKind;
 
 use crate::{
+    binary::{GoBinary, gotypes::Kind},
     events::{Raw, TraceEvent},
-    target::{binary::GoBinary, gotypes::Kind},
+    model::CallSite,
 };
-
-/// A line of Go code outside the runtime that called into it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CallSite {
-    /// The Go function, inlined ones by their own name (`main.(*Cache).Put`).
-    pub function: String,
-    pub file: String,
-    pub line: u32,
-    /// `file:line`, made once: every event from here exports it.
-    location: String,
-}
-
-impl CallSite {
-    #[must_use]
-    pub fn new(function: String, file: String, line: u32) -> Self {
-        let location = format!("{file}:{line}");
-        Self {
-            function,
-            file,
-            line,
-            location,
-        }
-    }
-
-    /// `file:line`.
-    #[must_use]
-    pub fn location(&self) -> &str {
-        &self.location
-    }
-
-    /// `file:line` with the file's base name only, for narrow displays.
-    #[must_use]
-    pub fn short_location(&self) -> String {
-        let base = self.file.rsplit('/').next().unwrap_or(&self.file);
-        format!("{base}:{}", self.line)
-    }
-}
-
-impl fmt::Display for CallSite {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.function, self.short_location())
-    }
-}
 
 /// Functions that belong to the Go runtime's own map and memory machinery: a call site is
 /// the first frame outside them.
@@ -215,7 +173,7 @@ fn integer_bits(bytes: &[u8]) -> u64 {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    use fmt::Write as _;
+    use std::fmt::Write as _;
     let mut out = String::with_capacity(2 + 2 * bytes.len());
     out.push_str("0x");
     for b in bytes {
@@ -226,7 +184,7 @@ fn hex(bytes: &[u8]) -> String {
 
 /// UTF-8 text as is; bytes that are not UTF-8 as `\xNN`, so nothing is lost or invented.
 fn escaped_text(bytes: &[u8]) -> String {
-    use fmt::Write as _;
+    use std::fmt::Write as _;
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
         out.push_str(chunk.valid());

@@ -19,6 +19,7 @@ use tokio::{
 
 use crate::{
     aggregate::Aggregate,
+    binary::GoBinary,
     cli::{MadviseVia, Target, TraceOptions, UprobeLinks},
     events::{self, Detail, TraceEvent, Undecodable},
     goruntime::{Layout, Runtime},
@@ -32,12 +33,11 @@ use crate::{
     plan::{self, Plan, Role},
     privileges,
     probes::{Counters, MadvisePath, Probes, Settings, UserFrames},
-    resolve::Resolver,
-    target::{
-        binary::GoBinary,
+    process::{
+        self, Process,
         launch::{HeldChild, resolve_command},
-        process::{self, Process},
     },
+    resolve::Resolver,
 };
 
 /// A line on standard error that cannot fail the run: after SIGHUP the terminal may be
@@ -63,7 +63,7 @@ pub fn run(opts: &TraceOptions) -> anyhow::Result<()> {
     kernel::Features::probe(Path::new("/sys")).check(&kernel::release())?;
     let (exe, exe_name, tracee) = resolve_target(opts)?;
     let binary = GoBinary::open(&exe)?;
-    let runtime = Runtime::of(&binary)?;
+    let runtime = binary.runtime()?;
     let plan = plan::plan(&binary, &runtime, &opts.events)?;
     if opts.verbose {
         describe_plan(&plan);

@@ -20,14 +20,13 @@ use integration_tests::{
     dwarf_runtime_types, dwarf_structs, go_command, go_version_of, go_versions, without_build_info,
 };
 use map_trace::{
-    cli::EventSet,
-    goruntime::{self, Flavour, GoVersion, Runtime, detect_flavour},
-    plan::{self, Role},
-    target::{
-        binary::{Frame, GoBinary},
-        disasm,
+    binary::{
+        Frame, GoBinary, disasm,
         gotypes::{self, Kind},
     },
+    cli::EventSet,
+    goruntime::{self, Flavour, GoVersion, detect_flavour},
+    plan::{self, Role},
 };
 use map_trace_common::EventKind;
 use object::{Object as _, ObjectSection as _, ObjectSymbol as _, SymbolKind};
@@ -81,7 +80,7 @@ fn build_info_version_and_flavour() {
         let bin = build_go("mapops", &go);
         let binary = GoBinary::open(&bin).unwrap();
         assert_eq!(binary.version(), format!("go{go}"));
-        let runtime = Runtime::of(&binary).unwrap();
+        let runtime = binary.runtime().unwrap();
         assert_eq!(
             runtime.flavour,
             expected_flavour(&runtime.version),
@@ -117,7 +116,7 @@ fn version_without_build_info_equals_the_build_infos() {
         assert_eq!(bare.version(), intact.version(), "{what}");
         assert!(bare.version().starts_with(&format!("go{}", v.go)), "{what}");
         assert!(bare.version().ends_with(v.experiment), "{what}");
-        let (a, b) = (Runtime::of(&intact).unwrap(), Runtime::of(&bare).unwrap());
+        let (a, b) = (intact.runtime().unwrap(), bare.runtime().unwrap());
         assert_eq!(b.flavour.to_string(), v.flavour(), "{what}");
         assert_eq!((a.version, a.flavour), (b.version, b.flavour), "{what}");
         assert!(std::ptr::eq(a.layout, b.layout), "{what}");
@@ -132,7 +131,7 @@ fn probes_sit_after_the_stack_check_and_every_ret_is_found() {
     for go in go_versions() {
         let bin = build_go("mapops", &go);
         let binary = GoBinary::open(&bin).unwrap();
-        let runtime = Runtime::of(&binary).unwrap();
+        let runtime = binary.runtime().unwrap();
         let plan = plan::plan(&binary, &runtime, &EventSet::all()).unwrap();
         // mapops uses every key kind, assign, delete and clear, and its maps grow.
         let entries: Vec<_> = plan
@@ -206,7 +205,7 @@ fn missing_functions_are_listed_not_fatal() {
         // idle uses no maps: the runtime's own map use keeps some functions, not all.
         let bin = build_go("idle", &go);
         let binary = GoBinary::open(&bin).unwrap();
-        let runtime = Runtime::of(&binary).unwrap();
+        let runtime = binary.runtime().unwrap();
         let plan = plan::plan(&binary, &runtime, &EventSet::all()).unwrap();
         assert!(!plan.points.is_empty());
         assert!(
@@ -617,7 +616,7 @@ fn damage_at_random(bin: &Path, data: &[u8], regions: Vec<(usize, usize)>, pcs: 
             }
             if let Ok(b) = GoBinary::parse(bin, bad) {
                 poke(&b, pcs);
-                if let Ok(runtime) = Runtime::of(&b) {
+                if let Ok(runtime) = b.runtime() {
                     let _ = plan::plan(&b, &runtime, &EventSet::all());
                 }
             }
@@ -713,7 +712,7 @@ fn truncated_and_corrupt_binaries_are_errors_not_panics() {
 fn moduledata_and_type_offsets_match_dwarf() {
     for v in VARIANTS {
         let bin = v.build("mapops");
-        let runtime = Runtime::of(&GoBinary::open(&bin).unwrap()).unwrap();
+        let runtime = GoBinary::open(&bin).unwrap().runtime().unwrap();
         // Go 1.21 moved the runtime's type descriptors to internal/abi, capitalised.
         let map_types = [
             ("runtime.maptype", "key"),
@@ -732,10 +731,10 @@ fn moduledata_and_type_offsets_match_dwarf() {
         };
         let md = "runtime.moduledata";
         let layout = runtime.layout.moduledata;
-        assert_eq!(field(md, "pcHeader"), gotypes::MODULEDATA_PCHEADER, "{v:?}");
+        assert_eq!(field(md, "pcHeader"), goruntime::MODULEDATA_PCHEADER, "{v:?}");
         assert_eq!(
             field(md, "funcnametab"),
-            gotypes::MODULEDATA_FUNCNAMETAB,
+            goruntime::MODULEDATA_FUNCNAMETAB,
             "{v:?}"
         );
         assert_eq!(field(md, "text"), layout.text, "{v:?}");

@@ -10,15 +10,15 @@
 
 use integration_tests::{VARIANTS, dwarf_structs};
 use map_trace::{
-    goruntime::{Flavour, HeaderLayout, Runtime},
-    target::binary::GoBinary,
+    binary::GoBinary,
+    goruntime::{Flavour, HeaderLayout},
 };
 
 #[test]
 fn version_table_matches_dwarf() {
     for v in VARIANTS {
         let bin = v.build("mapops");
-        let runtime = Runtime::of(&GoBinary::open(&bin).unwrap()).unwrap();
+        let runtime = GoBinary::open(&bin).unwrap().runtime().unwrap();
         assert_eq!(runtime.flavour.to_string(), v.flavour(), "{v:?}");
         let layout = runtime.layout;
         let map_types = [
@@ -115,7 +115,7 @@ fn version_table_matches_dwarf() {
 fn pclntab_format_matches_dwarf() {
     for v in VARIANTS {
         let bin = v.build("mapops");
-        let runtime = Runtime::of(&GoBinary::open(&bin).unwrap()).unwrap();
+        let runtime = GoBinary::open(&bin).unwrap().runtime().unwrap();
         let (f, inl) = ("runtime._func", "runtime.inlinedCall");
         let dwarf = dwarf_structs(&bin, &[f, inl]);
         let field = |s: &str, m: &str| -> u64 {

@@ -121,7 +121,7 @@ mod tests {
     use super::*;
     use crate::{
         events::{Detail, Madvise},
-        resolve::CallSite,
+        model::CallSite,
     };
 
     #[test]

@@ -41,8 +41,8 @@ mod tests {
     use super::*;
     use crate::{
         events::{Detail, Madvise},
+        model::CallSite,
         output::csv::CsvExporter,
-        resolve::CallSite,
     };
 
     fn events() -> Vec<TraceEvent> {

@@ -6,9 +6,10 @@ use map_trace_common::{ReadFailure, ReadFailures};
 
 use super::mib;
 use crate::{
-    aggregate::{Aggregate, MapStats, SWISS_GROUP_SLOTS, Timing},
+    aggregate::{Aggregate, MapStats, SWISS_GROUP_SLOTS},
     events::Undecodable,
     goruntime::{Flavour, MapState},
+    model::Timing,
 };
 
 /// Facts about the run that the summary states besides the aggregate.
@@ -369,7 +370,7 @@ mod tests {
     fn names_types_and_call_sites() {
         use std::sync::Arc;
 
-        use crate::resolve::CallSite;
+        use crate::model::CallSite;
         let site = |function: &str, line| {
             Some(Arc::new(CallSite::new(
                 function.into(),

@@ -2,6 +2,14 @@
 //! own tables, so stripped, PIE and cgo builds work alike), Go type names, and the mapping
 //! from virtual addresses to file offsets that uprobes are attached by.
 
+pub mod buildinfo;
+pub mod buildversion;
+pub mod disasm;
+pub mod gotypes;
+#[cfg(test)]
+pub(crate) mod mutate;
+pub mod pclntab;
+
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
@@ -13,14 +21,14 @@ use object::{
 };
 use thiserror::Error;
 
-pub use super::pclntab::Frame;
-use super::{
-    buildinfo::{self, BuildInfoError},
-    buildversion::{self, BuildVersionError},
-    gotypes::{self, Memory, Module, ModuleError},
-    pclntab::{self, Pclntab, PclntabError},
+pub use self::pclntab::Frame;
+use self::{
+    buildinfo::BuildInfoError,
+    buildversion::BuildVersionError,
+    gotypes::{Memory, Module, ModuleError},
+    pclntab::{Pclntab, PclntabError},
 };
-use crate::goruntime::{self, GoVersion, Layout};
+use crate::goruntime::{self, GoVersion, Layout, Runtime, RuntimeError, detect_flavour};
 
 /// Each message names its cause itself, so no cause is also a `source`: `main` prints the
 /// chain of sources after the message, which would say it twice.
@@ -172,7 +180,7 @@ pub struct GoBinary {
     /// Data symbols (global variables) by name: their addresses (symbol table only).
     objects: HashMap<String, u64>,
     /// `None` for a Go release map-trace does not support (its runtime tables may differ;
-    /// [`crate::goruntime::Runtime::of`] refuses such a binary with a clear message).
+    /// [`GoBinary::runtime`] refuses such a binary with a clear message).
     tables: Option<Tables>,
 }
 
@@ -368,7 +376,7 @@ impl GoBinary {
 
     /// The first 8-aligned pclntab header in the loaded image that parses, in any format.
     fn scan_for_pclntab(&self) -> Option<u64> {
-        let magics = pclntab::FORMATS.map(|f| f.magic.to_le_bytes());
+        let magics = goruntime::PCLNTAB_FORMATS.map(|f| f.magic.to_le_bytes());
         self.image.segments.iter().find_map(|s| {
             let bytes = self.image.segment_bytes(s)?;
             let skip = usize::try_from(s.vaddr.wrapping_neg() % 8).ok()?;
@@ -555,19 +563,39 @@ fn relative_relocations(file: &object::File<'_>) -> HashMap<u64, u64> {
         .collect()
 }
 
+impl GoBinary {
+    /// The runtime a binary was built with: version from its build info (or the runtime's
+    /// version string), flavour from its functions; the two must agree.
+    pub fn runtime(&self) -> Result<Runtime, RuntimeError> {
+        let version = GoVersion::parse(self.version())?;
+        version.check_supported()?;
+        let path = || self.path().display().to_string();
+        let found = detect_flavour(|s| self.has_function(s))
+            .ok_or_else(|| RuntimeError::UnknownFlavour(path()))?;
+        match version.flavour() {
+            Some(claimed) if claimed != found => Err(RuntimeError::FlavourMismatch {
+                path: path(),
+                version: version.raw.clone(),
+                claimed,
+                found,
+            }),
+            _ => Runtime::new(version, found),
+        }
+    }
+}
+
 /// A small Go 1.26 executable made in memory, for unit tests here and in the probe planner.
 #[cfg(test)]
 pub(crate) mod testing {
-    use crate::goruntime::MAP_TYPE_KEY;
-    use crate::target::{
-        gotypes::{
-            Kind, MODULEDATA_1_21, MODULEDATA_FUNCNAMETAB, MODULEDATA_PCHEADER, TYPE_KIND,
-            TYPE_STR, TYPE_TFLAG,
-        },
+    use crate::binary::{
+        gotypes::{Kind, TYPE_KIND, TYPE_STR, TYPE_TFLAG},
         pclntab::{
-            GO_1_20, Pclntab,
+            Pclntab,
             testing::{TestFunc, table},
         },
+    };
+    use crate::goruntime::{
+        GO_1_20, MAP_TYPE_KEY, MODULEDATA_1_21, MODULEDATA_FUNCNAMETAB, MODULEDATA_PCHEADER,
     };
 
     /// The functions, 0x40 apart from the text start: a prologue with the stack check, a
@@ -840,8 +868,8 @@ mod tests {
         *,
     };
     use crate::{
-        goruntime::{Flavour, Runtime, RuntimeError},
-        target::{gotypes::Kind, mutate::mutated},
+        binary::{gotypes::Kind, mutate::mutated},
+        goruntime::{Flavour, RuntimeError},
     };
 
     fn parse(bytes: Vec<u8>) -> Result<GoBinary, BinaryError> {
@@ -876,7 +904,7 @@ mod tests {
                 let _ = binary.code(f);
             }
         }
-        if let Ok(runtime) = Runtime::of(binary) {
+        if let Ok(runtime) = binary.runtime() {
             let _ = crate::plan::plan(binary, &runtime, &crate::cli::EventSet::all());
         }
     }
@@ -913,7 +941,7 @@ mod tests {
             );
             assert_eq!(binary.map_key_type(s.map_type), Some(s.key_type));
             assert_eq!(binary.type_kind(s.key_type), Some(Kind::String));
-            let runtime = Runtime::of(&binary).unwrap();
+            let runtime = binary.runtime().unwrap();
             assert_eq!(runtime.flavour, Flavour::Swiss);
             let plan = crate::plan::plan(&binary, &runtime, &crate::cli::EventSet::all()).unwrap();
             let grow = s.text + 0x80;
@@ -950,7 +978,7 @@ mod tests {
         for options in [bare(), pie, with_symbol(at)] {
             let binary = parse(elf(&options).bytes).unwrap();
             assert_eq!(binary.version(), "go1.26.6");
-            assert_eq!(Runtime::of(&binary).unwrap().flavour, Flavour::Swiss);
+            assert_eq!(binary.runtime().unwrap().flavour, Flavour::Swiss);
         }
         // A symbol that names no version string is an error, not a reason to scan.
         assert!(matches!(
@@ -997,7 +1025,7 @@ mod tests {
             assert!(err.to_string().contains("says it was built with go1.19.8"));
             // Go 1.23 builds classic maps; this binary has the swiss maps' runtime.
             let binary = parse(claiming(&options, "go1.23.9")).unwrap();
-            let err = Runtime::of(&binary).unwrap_err();
+            let err = binary.runtime().unwrap_err();
             assert!(
                 matches!(
                     err,
@@ -1023,7 +1051,7 @@ mod tests {
         bytes[magic + 15] = 0;
         let binary = parse(bytes.clone()).unwrap();
         assert_eq!(binary.version(), "go1.17.9");
-        let err = Runtime::of(&binary).unwrap_err();
+        let err = binary.runtime().unwrap_err();
         assert!(
             err.to_string()
                 .starts_with("built with go1.17.9; map-trace supports Go 1.19 and 1.21 to 1.27"),

@@ -61,7 +61,7 @@ mod tests {
     use proptest::{collection::vec, prelude::*};
 
     use super::*;
-    use crate::target::mutate::mutated;
+    use crate::binary::mutate::mutated;
 
     fn blob(version: &str) -> Vec<u8> {
         let mut b = MAGIC.to_vec();

@@ -1,6 +1,9 @@
 //! The running process being traced: existence and kind checks, and a pidfd to learn when it
 //! exits.
 
+pub mod container;
+pub mod launch;
+
 use std::{
     fs,
     io::ErrorKind,
@@ -13,7 +16,7 @@ use std::{
 
 use thiserror::Error;
 
-use super::binary::GoBinary;
+use crate::binary::GoBinary;
 
 /// `PF_KTHREAD` in `/proc/PID/stat`'s flags field.
 const PF_KTHREAD: u64 = 0x0020_0000;

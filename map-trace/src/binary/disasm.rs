@@ -89,7 +89,7 @@ mod tests {
     use proptest::{collection::vec, prelude::*};
 
     use super::*;
-    use crate::target::mutate::mutated;
+    use crate::binary::mutate::mutated;
 
     const BASE: u64 = 0x40_0000;
     const STACKGUARD0: u64 = 0x10;

@@ -8,54 +8,7 @@
 
 use thiserror::Error;
 
-/// What differs between the table formats: the magic, and where a function's `_func` record
-/// and an inline tree's `inlinedCall` entry keep the fields read here (offsets checked
-/// against DWARF for every supported release by the integration tests).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Format {
-    pub magic: u32,
-    /// The releases that write it, for messages.
-    pub releases: &'static str,
-    /// Size of `_func`'s fixed part, before its pcdata and funcdata offsets.
-    pub func_len: usize,
-    pub func_flag: usize,
-    pub func_nfuncdata: usize,
-    pub inlined_call_len: u64,
-    /// `inlinedCall`'s function name offset (into funcnametab) and parent pc.
-    pub inlined_name_off: usize,
-    pub inlined_parent_pc: usize,
-}
-
-/// `abi.Go118PCLnTabMagic`. `_func`: cuOffset u32 @32, funcID u8 @36, flag @37, pad,
-/// nfuncdata @39. `inlinedCall`: parent i16, funcID u8, pad, file i32, line i32, func_
-/// (the name offset) i32 @12, parentPc i32 @16.
-pub const GO_1_18: Format = Format {
-    magic: 0xffff_fff0,
-    releases: "Go 1.18 and 1.19",
-    func_len: 40,
-    func_flag: 37,
-    func_nfuncdata: 39,
-    inlined_call_len: 20,
-    inlined_name_off: 12,
-    inlined_parent_pc: 16,
-};
-
-/// `abi.Go120PCLnTabMagic` (1.21–1.27 use it unchanged). `_func` gained startLine i32 @36
-/// (funcID @40, flag @41, nfuncdata @43); `inlinedCall` became funcID u8, 3 pad bytes,
-/// nameOff i32 @4, parentPc i32 @8, startLine i32 @12.
-pub const GO_1_20: Format = Format {
-    magic: 0xffff_fff1,
-    releases: "Go 1.20 and later",
-    func_len: 44,
-    func_flag: 41,
-    func_nfuncdata: 43,
-    inlined_call_len: 16,
-    inlined_name_off: 4,
-    inlined_parent_pc: 8,
-};
-
-/// The formats this reader knows, told apart by their magic.
-pub static FORMATS: [Format; 2] = [GO_1_18, GO_1_20];
+use crate::goruntime::{PCLNTAB_FORMATS as FORMATS, PclntabFormat as Format};
 
 /// `pcHeader`: magic, 2 pad bytes, minLC, ptrSize, then 8 pointer-sized words.
 const HEADER_LEN: usize = 72;
@@ -693,7 +646,10 @@ mod tests {
         testing::{TestFunc, table},
         *,
     };
-    use crate::target::mutate::mutated;
+    use crate::{
+        binary::mutate::mutated,
+        goruntime::{GO_1_18, GO_1_20},
+    };
 
     #[test]
     fn uvarint_decodes_and_rejects() {

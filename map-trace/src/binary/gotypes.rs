@@ -8,45 +8,8 @@
 use thiserror::Error;
 
 use super::pclntab::uvarint;
-use crate::goruntime::MAP_TYPE_KEY;
-
-/// Byte offsets in `runtime.moduledata` of the fields map-trace reads (checked against DWARF
-/// for every supported release by the integration tests).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ModuledataLayout {
-    pub text: u64,
-    pub types: u64,
-    pub etypes: u64,
-    pub gofunc: u64,
-}
-
-/// `moduledata.pcHeader` and `moduledata.funcnametab` (a slice: its data pointer): first in
-/// every release.
-pub const MODULEDATA_PCHEADER: u64 = 0;
-pub const MODULEDATA_FUNCNAMETAB: u64 = 8;
-
-/// Go 1.19.
-pub const MODULEDATA_1_19: ModuledataLayout = ModuledataLayout {
-    text: 176,
-    types: 280,
-    etypes: 288,
-    gofunc: 304,
-};
-
-/// Go 1.20 added `covctrs` and `ecovctrs` (coverage counters) before `end`; 1.21 – 1.26.
-pub const MODULEDATA_1_21: ModuledataLayout = ModuledataLayout {
-    text: 176,
-    types: 296,
-    etypes: 304,
-    gofunc: 320,
-};
-
-/// Go 1.27 added `typedesclen` after `types` and `itaboffset`, `itabsize` after `etypes`.
-pub const MODULEDATA_1_27: ModuledataLayout = ModuledataLayout {
-    text: 176,
-    types: 296,
-    etypes: 312,
-    gofunc: 344,
+use crate::goruntime::{
+    MAP_TYPE_KEY, MODULEDATA_FUNCNAMETAB, MODULEDATA_PCHEADER, ModuledataLayout,
 };
 
 /// `abi.Type` fields (the same in Go 1.21 – 1.27).
@@ -296,7 +259,10 @@ mod tests {
     use proptest::{collection::vec, prelude::*};
 
     use super::*;
-    use crate::target::mutate::mutated;
+    use crate::{
+        binary::mutate::mutated,
+        goruntime::{MODULEDATA_1_21, MODULEDATA_1_27},
+    };
 
     /// Synthetic memory: one segment at `base`, plus relocations.
     struct Fake {
