@@ -314,23 +314,25 @@ pub const CALLS_ORPHANS: u32 = 2 * MAX_FUNCTIONS;
 /// Slots of the `CALLS` per-CPU array: entries at `2f`, returns at `2f + 1`, orphans last.
 pub const CALLS_SLOTS: u32 = 2 * MAX_FUNCTIONS + 1;
 
-/// Per-target settings, written into the eBPF object's read-only globals before load.
-/// Offsets come from map-trace's per-Go-version table.
+/// Settings of the whole run, written into the eBPF object's read-only globals before load.
+/// What differs between traced processes is in [`ProcInfo`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Config {
-    /// Only this process's events are kept (uprobes are also scoped to it).
-    pub tgid: u32,
     /// Nonzero: keyed events carry the key's bytes ([`KeyedEvent`]).
     pub show_keys: u32,
-    /// Offset of `goid` in the goroutine (`runtime.g`, pointed to by R14).
-    pub goid_offset: u64,
-    /// Offset of the key's `*abi.Type` in the map type.
-    pub map_type_key_offset: u64,
-    /// Offset of `Size_` in `abi.Type`.
-    pub type_size_offset: u64,
-    /// Address of `runtime.memstats.numgc` (completed GC cycles) in the target; 0 if unknown.
-    pub gc_cycles_addr: u64,
+    /// Nonzero: every exec on the host is reported ([`ProcessRecord`]), not only those of
+    /// followed processes (`--all`).
+    pub watch_all: u32,
+    /// Nonzero: a followed process is stopped (SIGSTOP) at its exec, before its first
+    /// instruction, until user space has attached it and sends SIGCONT (`-- CMD`).
+    pub hold: u32,
+    /// Where `child_pid` is in the `sched_process_fork` tracepoint's record: 44 before
+    /// Linux 6.x turned its comm fields into `__data_loc`, 20 after; read from tracefs.
+    pub fork_child_pid_offset: u32,
+    /// Nonzero: the children of followed processes are followed (not with `--no-follow`).
+    pub follow_forks: u32,
+    pub pad: u32,
     /// [`FILTER_KEY`] and [`FILTER_MAP`] bits: which filters apply.
     pub filters: u64,
     /// With [`FILTER_KEY`]: keyed events must have this key hash.
@@ -339,13 +341,79 @@ pub struct Config {
     pub map: u64,
     /// Nonzero: map events are counted per map in [`MapTotals`] instead of sent one by one.
     pub summary_only: u64,
+    /// Every this many records a CPU submits, it wakes the reader; between, the reader
+    /// finds them on its own short timer.
+    pub wakeup_records: u64,
+}
+
+/// What the programs need to know about one traced process, in the `PROCS` map under its
+/// tgid: a hit in a process without an entry returns at once. Offsets come from
+/// map-trace's per-Go-version table for the binary the process runs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcInfo {
+    /// The probe set of the process's executable: shared by every process running it.
+    pub binary: u32,
+    pub pad: u32,
+    /// Run-time minus link-time addresses of the executable (PIE; else 0).
+    pub load_bias: u64,
+    /// Offset of `goid` in the goroutine (`runtime.g`, pointed to by R14).
+    pub goid_offset: u64,
+    /// Offset of the key's `*abi.Type` in the map type.
+    pub map_type_key_offset: u64,
+    /// Offset of `Size_` in `abi.Type`.
+    pub type_size_offset: u64,
+    /// Address of `runtime.memstats.numgc` (completed GC cycles) in the process; 0 if
+    /// unknown.
+    pub gc_cycles_addr: u64,
     /// Where a timed call's header byte at return tells a variant of its event (classic
     /// `hashGrow`: same-size), and which bits; mask 0 for none.
     pub variant_offset: u64,
     pub variant_mask: u64,
-    /// Every this many records a CPU submits, it wakes the reader; between, the reader
-    /// finds them on its own short timer.
-    pub wakeup_records: u64,
+}
+
+/// The most processes traced at once (entries of `PROCS`).
+pub const MAX_PROCESSES: u32 = 8192;
+/// The most tasks followed at once (entries of `FOLLOW`): followed processes, and threads
+/// of theirs that the fork tracepoint cannot tell from processes.
+pub const MAX_FOLLOWED: u32 = 65536;
+
+/// A process event, sent on the `PROCESSES` ring buffer (apart from the events, so that
+/// tracing load cannot crowd it out).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcessRecord {
+    /// `bpf_ktime_get_ns()` at the exec.
+    pub time_ns: u64,
+    /// The process (tgid) that exec'd.
+    pub pid: u32,
+    /// 1: it is followed (a descendant); else reported only because of `--all`.
+    pub followed: u8,
+    /// 1: it was stopped at its exec and waits for SIGCONT; 2: stopping it failed.
+    pub held: u8,
+    pub pad: [u8; 2],
+}
+
+/// `ProcessRecord::held`.
+pub const HELD: u8 = 1;
+pub const HOLD_FAILED: u8 = 2;
+
+/// A return address in user code, per probe set: the link-time address, so every process
+/// of a binary shares the entry whatever its load address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FrameKey {
+    pub pc: u64,
+    pub binary: u32,
+    pub pad: u32,
+}
+
+/// Timed-call counters of one probe set: `slot` as in [`CALLS_SLOTS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CallsKey {
+    pub binary: u32,
+    pub slot: u32,
 }
 
 /// `Config::filters`: only keyed events with `Config::key_hash` (others pass).
@@ -375,9 +443,10 @@ pub const fn duration_bucket(ns: u64) -> usize {
 pub struct TotalsKey {
     pub map: u64,
     pub function: u16,
-    /// 1 when the variant bits of `Config` were set at return (classic same-size grow).
+    /// 1 when the variant bits of [`ProcInfo`] were set at return (classic same-size grow).
     pub variant: u16,
-    pub pad: u32,
+    /// The process: map addresses repeat across processes.
+    pub tgid: u32,
 }
 
 /// `--summary-only`: per CPU, the calls of one function on one map.
@@ -408,11 +477,14 @@ impl MapTotals {
     };
 }
 
-/// `LOST` slots: events the ring buffer had no room for, and `--summary-only` calls that
-/// found the totals map full.
+/// `LOST` slots: events the ring buffer had no room for, `--summary-only` calls that
+/// found the totals map full, exec reports the process ring buffer had no room for, and
+/// forks of followed processes that found `FOLLOW` full.
 pub const LOST_EVENTS: u32 = 0;
 pub const LOST_TOTALS: u32 = 1;
-pub const LOST_SLOTS: u32 = 2;
+pub const LOST_EXECS: u32 = 2;
+pub const LOST_FOLLOWS: u32 = 3;
+pub const LOST_SLOTS: u32 = 4;
 
 /// What the programs failed to read from the target's memory, counted per kind in the
 /// `READ_FAILURES` per-CPU array (its slot is the value): the field is left empty (its
@@ -476,6 +548,15 @@ pub const SWITCH_STOPPED: u32 = 2;
 #[cfg(feature = "user")]
 // SAFETY: plain `#[repr(C)]` integers, no padding left implicit.
 unsafe impl aya::Pod for Config {}
+#[cfg(feature = "user")]
+// SAFETY: as above.
+unsafe impl aya::Pod for ProcInfo {}
+#[cfg(feature = "user")]
+// SAFETY: as above.
+unsafe impl aya::Pod for FrameKey {}
+#[cfg(feature = "user")]
+// SAFETY: as above.
+unsafe impl aya::Pod for CallsKey {}
 #[cfg(feature = "user")]
 // SAFETY: as above.
 unsafe impl aya::Pod for TotalsKey {}

@@ -6,8 +6,14 @@
 //!   stacks), and a probe on every RET instruction emits the event with the duration.
 //!
 //! Which function a hit belongs to, and which registers hold its map, key and detail, comes
-//! from the attach cookie; offsets into Go runtime structures come from `CONFIG`, filled in
-//! by user space from its per-version table before the object is loaded.
+//! from the attach cookie. The probes of one executable serve every process running it:
+//! a hit counts only in a process with an entry in `PROCS`, which also holds the offsets
+//! into Go runtime structures that user space found for its Go version.
+//!
+//! Three scheduler tracepoints follow processes: a fork of a followed process makes its
+//! child followed (`FOLLOW`), and an exec of a followed one (or any, with `--all`) is
+//! reported on its own ring buffer, stopping the process first with `-- CMD`, so that user
+//! space attaches it before its first instruction.
 #![no_std]
 #![no_main]
 #![allow(
@@ -22,7 +28,7 @@ use aya_ebpf::{
     bindings::{BPF_NOEXIST, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, pt_regs},
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
-        generated::{self, bpf_get_attach_cookie},
+        generated::{self, bpf_get_attach_cookie, bpf_send_signal},
     },
     macros::{kprobe, kretprobe, map, tracepoint, uprobe},
     maps::{
@@ -31,30 +37,42 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext, TracePointContext},
 };
 use map_trace_common::{
-    CALLS_ORPHANS, CALLS_SLOTS, Config, DURATION_BUCKETS, Event, EventKind, FILTER_KEY, FILTER_MAP,
-    FLAG_DETAIL, FLAG_GOID, FLAG_HEADER, FLAG_KEY, FLAG_STACK, FLAG_TABLE, HEADER_BYTES, KEY_MAX,
-    KeyKind, KeyedEvent, LOST_EVENTS, LOST_SLOTS, LOST_TOTALS, MapTotals, ProbeCookie,
-    READ_FAILURE_SLOTS, ReadFailure, Reg, STACK_DEPTH, SWITCH_TRACING, TABLE_BYTES, TotalsKey,
-    USER_FRAMES_MAX, duration_bucket, key_hash,
+    CALLS_ORPHANS, CallsKey, Config, DURATION_BUCKETS, Event, EventKind, FILTER_KEY, FILTER_MAP,
+    FLAG_DETAIL, FLAG_GOID, FLAG_HEADER, FLAG_KEY, FLAG_STACK, FLAG_TABLE, FrameKey, HEADER_BYTES,
+    HELD, HOLD_FAILED, KEY_MAX, KeyKind, KeyedEvent, LOST_EVENTS, LOST_EXECS, LOST_FOLLOWS,
+    LOST_SLOTS, LOST_TOTALS, MAX_FOLLOWED, MAX_PROCESSES, MapTotals, ProbeCookie, ProcInfo,
+    ProcessRecord, READ_FAILURE_SLOTS, ReadFailure, Reg, STACK_DEPTH, SWITCH_TRACING, TABLE_BYTES,
+    TotalsKey, USER_FRAMES_MAX, duration_bucket, key_hash,
 };
 
 /// Written by user space before load (read-only global).
 #[unsafe(no_mangle)]
 static CONFIG: Config = Config {
-    tgid: 0,
     show_keys: 0,
-    goid_offset: 0,
-    map_type_key_offset: 0,
-    type_size_offset: 0,
-    gc_cycles_addr: 0,
+    watch_all: 0,
+    hold: 0,
+    fork_child_pid_offset: 0,
+    follow_forks: 0,
+    pad: 0,
     filters: 0,
     key_hash: 0,
     map: 0,
     summary_only: 0,
-    variant_offset: 0,
-    variant_mask: 0,
     wakeup_records: 0,
 };
+
+/// The traced processes, by tgid: what the programs need to know of each.
+#[map]
+static PROCS: HashMap<u32, ProcInfo> = HashMap::with_max_entries(MAX_PROCESSES, 0);
+
+/// Followed tasks (descendants of `-- CMD` or `--pid`), by pid: their forks are followed
+/// too, their execs reported.
+#[map]
+static FOLLOW: HashMap<u32, u8> = HashMap::with_max_entries(MAX_FOLLOWED, 0);
+
+/// Execs user space should look at ([`ProcessRecord`]).
+#[map]
+static PROCESSES: RingBuf = RingBuf::with_byte_size(256 << 10, 0);
 
 /// Default size; user space may resize before load.
 #[map]
@@ -78,9 +96,10 @@ static SUBMITTED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static READ_FAILURES: PerCpuArray<u64> = PerCpuArray::with_max_entries(READ_FAILURE_SLOTS, 0);
 
-/// Return addresses in user code, as user space resolved them ([`USER_FRAMES_MAX`]).
+/// Return addresses in user code, per probe set, as user space resolved them
+/// ([`USER_FRAMES_MAX`]).
 #[map]
-static USER_FRAMES: HashMap<u64, u8> = HashMap::with_max_entries(USER_FRAMES_MAX, 0);
+static USER_FRAMES: HashMap<FrameKey, u8> = HashMap::with_max_entries(USER_FRAMES_MAX, 0);
 
 /// `--summary-only`: calls per map and function, counted here instead of sent.
 #[map]
@@ -89,16 +108,19 @@ static TOTALS: PerCpuHashMap<TotalsKey, MapTotals> = PerCpuHashMap::with_max_ent
 /// What a new [`TOTALS`] entry starts from (inserted from here, not from the small stack).
 static TOTALS_ZERO: MapTotals = MapTotals::ZERO;
 
-/// Timed calls per function: entries at `2f`, returns at `2f + 1`, orphan returns last.
+/// Timed calls per probe set and function: entries at `2f`, returns at `2f + 1`, orphan
+/// returns last.
 #[map]
-static CALLS: PerCpuArray<u64> = PerCpuArray::with_max_entries(CALLS_SLOTS, 0);
+static CALLS: PerCpuHashMap<CallsKey, u64> = PerCpuHashMap::with_max_entries(4096, 0);
 
-/// A timed call in progress, keyed by goroutine and function.
+/// A timed call in progress, keyed by process, goroutine and function (goroutine
+/// addresses repeat across processes).
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct CallKey {
     g: u64,
-    function: u64,
+    function: u32,
+    tgid: u32,
 }
 
 #[repr(C)]
@@ -150,21 +172,27 @@ fn now() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
-/// This process's hit while tracing: its pid/tgid, event kind and decoded cookie; `None`
-/// when stopped or for other processes, before anything else is done (but the clock,
-/// [`now`], which every program reads first).
+/// A traced process's hit while tracing: its pid/tgid, event kind, decoded cookie and the
+/// process's facts; `None` when stopped or for other processes, before anything else is
+/// done (but the clock, [`now`], which every program reads first).
 #[inline(always)]
-fn start(ctx: &ProbeContext) -> Option<(u64, u8, ProbeCookie)> {
+fn start(ctx: &ProbeContext) -> Option<(u64, u8, ProbeCookie, &'static ProcInfo)> {
     if !tracing() {
         return None;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
-    if pid_tgid >> 32 != u64::from(config!(tgid)) {
-        return None;
-    }
+    let proc = traced(pid_tgid)?;
     // SAFETY: the helper only reads the cookie of the running program.
     let (kind, cookie) = ProbeCookie::decode(unsafe { bpf_get_attach_cookie(ctx.as_ptr()) });
-    Some((pid_tgid, kind, cookie))
+    Some((pid_tgid, kind, cookie, proc))
+}
+
+/// The facts of the traced process of `pid_tgid`, if it is one.
+#[inline(always)]
+fn traced(pid_tgid: u64) -> Option<&'static ProcInfo> {
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: the entry is read while this program runs (RCU keeps it).
+    unsafe { PROCS.get(tgid) }
 }
 
 /// The argument registers and g, copied out of the context.
@@ -288,9 +316,9 @@ impl Head {
 /// # Safety
 /// `rec` is a reserved, writable record.
 #[inline(always)]
-unsafe fn put_goid(rec: *mut Event, g: u64) -> u8 {
+unsafe fn put_goid(rec: *mut Event, g: u64, proc: &ProcInfo) -> u8 {
     // SAFETY: reading user memory through the faulting-safe helper.
-    let goid = unsafe { bpf_probe_read_user((g + config!(goid_offset)) as *const u64) };
+    let goid = unsafe { bpf_probe_read_user((g + proc.goid_offset) as *const u64) };
     // SAFETY: a store into the caller's record.
     unsafe { (*rec).goid = goid.unwrap_or(0) };
     if goid.is_ok() {
@@ -333,11 +361,16 @@ const fn header_words(header: *mut [u8; HEADER_BYTES]) -> *mut [u64; HEADER_WORD
     header.cast()
 }
 
-/// Whether user space knows `ret` as a return address into user code.
+/// Whether user space knows `ret` as a return address into user code of `proc`'s binary.
 #[inline(always)]
-fn known_user(ret: u64) -> bool {
+fn known_user(ret: u64, proc: &ProcInfo) -> bool {
+    let key = FrameKey {
+        pc: ret.wrapping_sub(proc.load_bias),
+        binary: proc.binary,
+        pad: 0,
+    };
     // SAFETY: only the presence of the entry is used.
-    unsafe { USER_FRAMES.get(ret) }.is_some()
+    unsafe { USER_FRAMES.get(key) }.is_some()
 }
 
 /// Writes into `stack` the return addresses at a function's entry, before it pushes a
@@ -348,14 +381,14 @@ fn known_user(ret: u64) -> bool {
 /// # Safety
 /// `stack` is writable (a reserved record's, or a pending call's on the stack).
 #[inline(always)]
-unsafe fn put_stack(stack: *mut [u64; STACK_DEPTH], regs: &Regs) -> u8 {
+unsafe fn put_stack(stack: *mut [u64; STACK_DEPTH], regs: &Regs, proc: &ProcInfo) -> u8 {
     let slots = stack.cast::<u64>();
     // SAFETY: reading user memory through the faulting-safe helper.
     let first = unsafe { bpf_probe_read_user(regs.rsp as *const u64) };
     // SAFETY: the first slot of the caller's array.
     unsafe { slots.write(first.unwrap_or(0)) };
     let mut frame = match first {
-        Ok(ret) if !known_user(ret) => regs.rbp,
+        Ok(ret) if !known_user(ret, proc) => regs.rbp,
         _ => 0,
     };
     for i in 1..STACK_DEPTH {
@@ -364,7 +397,7 @@ unsafe fn put_stack(stack: *mut [u64; STACK_DEPTH], regs: &Regs) -> u8 {
             // SAFETY: as above; a frame is the saved frame pointer, then the return address.
             if let Ok([next, at]) = unsafe { bpf_probe_read_user(frame as *const [u64; 2]) } {
                 ret = at;
-                frame = if known_user(at) { 0 } else { next };
+                frame = if known_user(at, proc) { 0 } else { next };
             } else {
                 failed(ReadFailure::Stack);
                 frame = 0;
@@ -465,6 +498,25 @@ fn tally(key: &TotalsKey, duration_ns: Option<u64>, map_type: u64) {
     }
 }
 
+/// Counts a timed call's entry, return or orphan return in `binary`'s probe set.
+#[inline(always)]
+fn count_call(binary: u32, slot: u32) {
+    let key = CallsKey { binary, slot };
+    if let Some(n) = CALLS.get_ptr_mut(key) {
+        // SAFETY: this CPU's value; no concurrent writer on this CPU.
+        unsafe { *n += 1 };
+    } else {
+        // A first call on this CPU; another CPU may create the key at the same moment,
+        // and then this one's count goes into its own CPU's value of that entry.
+        if CALLS.insert(key, 1, u64::from(BPF_NOEXIST)).is_err()
+            && let Some(n) = CALLS.get_ptr_mut(key)
+        {
+            // SAFETY: as above.
+            unsafe { *n += 1 };
+        }
+    }
+}
+
 #[inline(always)]
 fn count(array: &PerCpuArray<u64>, slot: u32) {
     if let Some(n) = array.get_ptr_mut(slot) {
@@ -480,7 +532,7 @@ fn count(array: &PerCpuArray<u64>, slot: u32) {
 )]
 pub fn map_op(ctx: ProbeContext) -> u32 {
     let now = now();
-    let Some((pid_tgid, kind, cookie)) = start(&ctx) else {
+    let Some((pid_tgid, kind, cookie, proc)) = start(&ctx) else {
         return 0;
     };
     let regs = Regs::read(ctx.regs);
@@ -491,7 +543,7 @@ pub fn map_op(ctx: ProbeContext) -> u32 {
     let mut bytes = MaybeUninit::<[u8; KEY_MAX]>::uninit();
     // `--summary-only` counts calls, not keys: the key is read only for a key filter.
     let key = if config!(summary_only) == 0 || config!(filters) & FILTER_KEY != 0 {
-        read_key(cookie.key, &regs, &mut bytes)
+        read_key(cookie.key, &regs, proc, &mut bytes)
     } else {
         None
     };
@@ -508,7 +560,7 @@ pub fn map_op(ctx: ProbeContext) -> u32 {
             map,
             function: cookie.function,
             variant: 0,
-            pad: 0,
+            tgid: (pid_tgid >> 32) as u32,
         };
         tally(&totals, None, map_type);
         return 0;
@@ -533,7 +585,7 @@ pub fn map_op(ctx: ProbeContext) -> u32 {
         let rec = entry.as_mut_ptr();
         // SAFETY: `rec` is the reserved record; its event comes first.
         unsafe {
-            put_map_op(&raw mut (*rec).event, &head, flags, &regs);
+            put_map_op(&raw mut (*rec).event, &head, flags, &regs, proc);
             if let Some(key) = &key {
                 key.put(&raw mut (*rec).key, &bytes);
             }
@@ -544,7 +596,7 @@ pub fn map_op(ctx: ProbeContext) -> u32 {
             return 0;
         };
         // SAFETY: the reserved record.
-        unsafe { put_map_op(entry.as_mut_ptr(), &head, flags, &regs) };
+        unsafe { put_map_op(entry.as_mut_ptr(), &head, flags, &regs, proc) };
         submit(entry);
     }
     0
@@ -555,12 +607,12 @@ pub fn map_op(ctx: ProbeContext) -> u32 {
 /// # Safety
 /// `rec` is a reserved, writable record.
 #[inline(always)]
-unsafe fn put_map_op(rec: *mut Event, head: &Head, flags: u8, regs: &Regs) {
+unsafe fn put_map_op(rec: *mut Event, head: &Head, flags: u8, regs: &Regs, proc: &ProcInfo) {
     // SAFETY: writes into the caller's record.
     unsafe {
         let flags = flags
-            | put_goid(rec, regs.r14)
-            | put_stack(&raw mut (*rec).stack, regs)
+            | put_goid(rec, regs.r14, proc)
+            | put_stack(&raw mut (*rec).stack, regs, proc)
             | put_header(rec, head.map);
         (*rec).table = [0; TABLE_BYTES];
         head.put(rec, flags);
@@ -578,7 +630,7 @@ fn map_wanted(map: u64) -> bool {
     reason = "the signature aya's macro expects"
 )]
 pub fn call_entry(ctx: ProbeContext) -> u32 {
-    let Some((_, _, cookie)) = start(&ctx) else {
+    let Some((pid_tgid, _, cookie, proc)) = start(&ctx) else {
         return 0;
     };
     let regs = Regs::read(ctx.regs);
@@ -592,7 +644,7 @@ pub fn call_entry(ctx: ProbeContext) -> u32 {
         flags: 0,
     };
     // SAFETY: the pending call's own array.
-    pending.flags |= u64::from(unsafe { put_stack(&raw mut pending.stack, &regs) });
+    pending.flags |= u64::from(unsafe { put_stack(&raw mut pending.stack, &regs, proc) });
     if let Some(r) = cookie.detail {
         pending.detail = regs.get(r);
         pending.flags |= u64::from(FLAG_DETAIL);
@@ -608,7 +660,8 @@ pub fn call_entry(ctx: ProbeContext) -> u32 {
     }
     let key = CallKey {
         g: regs.r14,
-        function: u64::from(cookie.function),
+        function: u32::from(cookie.function),
+        tgid: (pid_tgid >> 32) as u32,
     };
     // SAFETY: plain helper call.
     pending.time_ns = unsafe { bpf_ktime_get_ns() };
@@ -618,7 +671,7 @@ pub fn call_entry(ctx: ProbeContext) -> u32 {
     )]
     let inserted = PENDING.insert(&key, &pending, 0);
     if inserted.is_ok() {
-        count(&CALLS, 2 * u32::from(cookie.function));
+        count_call(proc.binary, 2 * u32::from(cookie.function));
     }
     0
 }
@@ -631,36 +684,38 @@ pub fn call_entry(ctx: ProbeContext) -> u32 {
 pub fn call_return(ctx: ProbeContext) -> u32 {
     // First, so the probe's own work is not timed (and see `now`).
     let now = now();
-    let Some((pid_tgid, kind, cookie)) = start(&ctx) else {
+    let Some((pid_tgid, kind, cookie, proc)) = start(&ctx) else {
         return 0;
     };
     // SAFETY: `regs` is the probe's context; g is read at its fixed offset.
     let g = unsafe { core::ptr::read_volatile(&raw const (*ctx.regs).r14) };
+    let tgid = (pid_tgid >> 32) as u32;
     let key = CallKey {
         g,
-        function: u64::from(cookie.function),
+        function: u32::from(cookie.function),
+        tgid,
     };
     let Some(pending) = PENDING.get_ptr(key) else {
         // Attached while this call was running: no entry time, so no event.
-        count(&CALLS, CALLS_ORPHANS);
+        count_call(proc.binary, CALLS_ORPHANS);
         return 0;
     };
     // Counted before any filter, so entries still balance returns.
-    count(&CALLS, 2 * u32::from(cookie.function) + 1);
+    count_call(proc.binary, 2 * u32::from(cookie.function) + 1);
     // SAFETY: the entry stays in place until it is removed below.
     let (map, entered) = unsafe { ((*pending).map, (*pending).time_ns) };
     let duration_ns = now.saturating_sub(entered);
     if map_wanted(map) {
         if config!(summary_only) != 0 {
             // SAFETY: reading user memory through the faulting-safe helper.
-            let variant = config!(variant_mask) != 0
-                && unsafe { bpf_probe_read_user((map + config!(variant_offset)) as *const u8) }
-                    .is_ok_and(|b| u64::from(b) & config!(variant_mask) != 0);
+            let variant = proc.variant_mask != 0
+                && unsafe { bpf_probe_read_user((map + proc.variant_offset) as *const u8) }
+                    .is_ok_and(|b| u64::from(b) & proc.variant_mask != 0);
             let totals = TotalsKey {
                 map,
                 function: cookie.function,
                 variant: u16::from(variant),
-                pad: 0,
+                tgid,
             };
             // SAFETY: the entry is still in place.
             tally(&totals, Some(duration_ns), unsafe { (*pending).map_type });
@@ -677,7 +732,7 @@ pub fn call_return(ctx: ProbeContext) -> u32 {
                 (*rec).stack = (*pending).stack;
                 (*rec).table = (*pending).table;
                 #[expect(clippy::cast_possible_truncation, reason = "only flag bits are stored")]
-                let flags = (*pending).flags as u8 | put_goid(rec, g) | put_header(rec, map);
+                let flags = (*pending).flags as u8 | put_goid(rec, g, proc) | put_header(rec, map);
                 head.put(rec, flags);
             }
             submit(entry);
@@ -695,13 +750,13 @@ pub fn call_return(ctx: ProbeContext) -> u32 {
 )]
 pub fn gc_event(ctx: ProbeContext) -> u32 {
     let now = now();
-    let Some((pid_tgid, kind, cookie)) = start(&ctx) else {
+    let Some((pid_tgid, kind, cookie, proc)) = start(&ctx) else {
         return 0;
     };
     let mut head = Head::new(now, pid_tgid, kind);
     head.function = cookie.function;
     let mut flags = 0;
-    let cycles = config!(gc_cycles_addr);
+    let cycles = proc.gc_cycles_addr;
     if cycles != 0 {
         // SAFETY: reading user memory through the faulting-safe helper.
         if let Ok(done) = unsafe { bpf_probe_read_user(cycles as *const u32) } {
@@ -718,7 +773,7 @@ pub fn gc_event(ctx: ProbeContext) -> u32 {
     // SAFETY: `regs` is the probe's context; the rest are writes into the reserved record.
     unsafe {
         let g = core::ptr::read_volatile(&raw const (*ctx.regs).r14);
-        let flags = flags | put_goid(rec, g);
+        let flags = flags | put_goid(rec, g, proc);
         (*rec).stack = [0; STACK_DEPTH];
         (*rec).header = [0; HEADER_BYTES];
         (*rec).table = [0; TABLE_BYTES];
@@ -746,7 +801,7 @@ fn madvise_begin(addr: u64, len: u64, advice: u64) {
         return;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
-    if pid_tgid >> 32 != u64::from(config!(tgid)) {
+    if traced(pid_tgid).is_none() {
         return;
     }
     let _ = MADVISE.insert(pid_tgid, MadviseCall { addr, len, advice }, 0);
@@ -845,6 +900,101 @@ pub fn madvise_kretprobe(ctx: RetProbeContext) -> u32 {
     0
 }
 
+/// The tgid of the running task.
+#[inline(always)]
+fn current_tgid() -> u32 {
+    (bpf_get_current_pid_tgid() >> 32) as u32
+}
+
+/// A task was made: the child of a followed process is followed too. The tracepoint names
+/// the child's pid only; a new thread's is followed as well, harmlessly, until it exits.
+#[tracepoint]
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "the signature aya's macro expects"
+)]
+pub fn process_fork(ctx: TracePointContext) -> u32 {
+    if config!(follow_forks) == 0 {
+        return 0;
+    }
+    // SAFETY: only the presence of the entry is used.
+    if unsafe { FOLLOW.get(current_tgid()) }.is_none() {
+        return 0;
+    }
+    // SAFETY: the offset comes from this kernel's format of the tracepoint.
+    let Ok(child) = (unsafe { ctx.read_at::<u32>(config!(fork_child_pid_offset) as usize) }) else {
+        return 0;
+    };
+    if FOLLOW.insert(child, 1, 0).is_err() {
+        count(&LOST, LOST_FOLLOWS);
+    }
+    0
+}
+
+/// A process runs a new program: whatever was known of its old one no longer holds. A
+/// followed process (or any, with `--all`) is reported, stopped first with `-- CMD` so
+/// that it runs nothing before user space has attached its probes.
+#[tracepoint]
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "the signature aya's macro expects"
+)]
+pub fn process_exec(_ctx: TracePointContext) -> u32 {
+    let now = now();
+    let tgid = current_tgid();
+    let _ = PROCS.remove(tgid);
+    // SAFETY: only the presence of the entry is used.
+    let followed = unsafe { FOLLOW.get(tgid) }.is_some();
+    if !followed && config!(watch_all) == 0 {
+        return 0;
+    }
+    let mut held = 0;
+    if followed && config!(hold) != 0 {
+        // Delivered on the way back to user space: the new program's first instruction
+        // waits for user space's SIGCONT.
+        // SAFETY: plain helper call; it signals the current process.
+        held = if unsafe { bpf_send_signal(SIGSTOP) } == 0 {
+            HELD
+        } else {
+            HOLD_FAILED
+        };
+    }
+    let Some(mut entry) = PROCESSES.reserve::<ProcessRecord>(0) else {
+        count(&LOST, LOST_EXECS);
+        return 0;
+    };
+    entry.write(ProcessRecord {
+        time_ns: now,
+        pid: tgid,
+        followed: u8::from(followed),
+        held,
+        pad: [0; 2],
+    });
+    entry.submit(0);
+    0
+}
+
+/// A task ended: it is followed no more, and a process whose main thread ends is traced
+/// no more (its other threads are ending with it).
+#[tracepoint]
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "the signature aya's macro expects"
+)]
+pub fn process_exit(_ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    #[expect(clippy::cast_possible_truncation, reason = "the tid half")]
+    let tid = pid_tgid as u32;
+    let _ = FOLLOW.remove(tid);
+    if u64::from(tid) == pid_tgid >> 32 {
+        let _ = PROCS.remove(tid);
+    }
+    0
+}
+
+/// `SIGSTOP`, the signal no process can catch or ignore.
+const SIGSTOP: u32 = 19;
+
 /// A map operation's key as hashed: a register's value, or bytes read into the caller's
 /// buffer.
 struct Key {
@@ -900,7 +1050,12 @@ const fn len_u16(n: usize) -> u16 {
 /// Hashes the probed call's key (the bytes the contract hashes), reading any bytes it has
 /// in the target's memory into `buf`.
 #[inline(always)]
-fn read_key(kind: KeyKind, regs: &Regs, buf: &mut MaybeUninit<[u8; KEY_MAX]>) -> Option<Key> {
+fn read_key(
+    kind: KeyKind,
+    regs: &Regs,
+    proc: &ProcInfo,
+    buf: &mut MaybeUninit<[u8; KEY_MAX]>,
+) -> Option<Key> {
     match kind {
         KeyKind::None => None,
         KeyKind::U32 => {
@@ -912,12 +1067,11 @@ fn read_key(kind: KeyKind, regs: &Regs, buf: &mut MaybeUninit<[u8; KEY_MAX]>) ->
         KeyKind::Str => read_user_bytes(regs.rcx, regs.rdi, buf),
         KeyKind::Mem => {
             // SAFETY: reads of user memory through the faulting-safe helper.
-            let key_type = unsafe {
-                bpf_probe_read_user((regs.rax + config!(map_type_key_offset)) as *const u64)
-            };
+            let key_type =
+                unsafe { bpf_probe_read_user((regs.rax + proc.map_type_key_offset) as *const u64) };
             // SAFETY: as above.
             let size = key_type.and_then(|key_type| unsafe {
-                bpf_probe_read_user((key_type + config!(type_size_offset)) as *const u64)
+                bpf_probe_read_user((key_type + proc.type_size_offset) as *const u64)
             });
             let Ok(size) = size else {
                 failed(ReadFailure::Key);

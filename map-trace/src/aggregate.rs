@@ -10,7 +10,7 @@ use map_trace_common::EventKind;
 use crate::{
     events::{Detail, KernelCalls, TraceEvent},
     goruntime::MapState,
-    model::{CallSite, Timing},
+    model::{CallSite, Labels, Timing},
 };
 
 /// What one map did while traced.
@@ -194,7 +194,7 @@ pub struct RssStats {
 }
 
 /// Every map's statistics, keyed by header address, and the process's memory story.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Aggregate {
     pub maps: BTreeMap<u64, MapStats>,
     pub events: u64,
@@ -288,6 +288,73 @@ impl Aggregate {
         let mut total = MapStats::default();
         self.maps.values().for_each(|m| total.add(m));
         total
+    }
+}
+
+/// One traced process: who it is and what its maps did.
+#[derive(Debug)]
+pub struct ProcessAggregate {
+    pub labels: Arc<Labels>,
+    pub agg: Aggregate,
+    /// Still traced (not exited, not gone to another program).
+    pub live: bool,
+}
+
+/// Every process traced in the run, by pid; a process that exits keeps its aggregate for
+/// the summary.
+#[derive(Debug, Default)]
+pub struct Aggregates {
+    pub processes: BTreeMap<u32, ProcessAggregate>,
+    /// Events recorded, over every process.
+    pub events: u64,
+    /// Events of a pid not (or no longer) known: none, unless records outlive their
+    /// process's entry.
+    pub unattributed: u64,
+}
+
+impl Aggregates {
+    /// A process is traced from now on (again, with its new labels, if it was before).
+    pub fn traced(&mut self, labels: Arc<Labels>) {
+        let p = self
+            .processes
+            .entry(labels.pid)
+            .or_insert_with(|| ProcessAggregate {
+                labels: labels.clone(),
+                agg: Aggregate::default(),
+                live: true,
+            });
+        p.labels = labels;
+        p.live = true;
+    }
+
+    /// The process is no longer traced; its figures stay.
+    pub fn ended(&mut self, pid: u32) {
+        if let Some(p) = self.processes.get_mut(&pid) {
+            p.live = false;
+        }
+    }
+
+    pub fn record(&mut self, event: &TraceEvent) {
+        self.events += 1;
+        match self.processes.get_mut(&event.pid) {
+            Some(p) => p.agg.record(event),
+            None => self.unattributed += 1,
+        }
+    }
+
+    /// `--summary-only`: map calls the kernel counted, over every process.
+    #[must_use]
+    pub fn kernel_calls(&self) -> Option<u64> {
+        self.processes
+            .values()
+            .filter_map(|p| p.agg.kernel_calls)
+            .reduce(|a, b| a + b)
+    }
+
+    /// Processes still traced.
+    #[must_use]
+    pub fn live(&self) -> usize {
+        self.processes.values().filter(|p| p.live).count()
     }
 }
 

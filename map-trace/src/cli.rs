@@ -63,9 +63,20 @@ impl HashArgs {
 #[derive(Debug, Args)]
 #[expect(clippy::struct_excessive_bools, reason = "command-line switches")]
 pub struct TraceArgs {
-    /// Trace this running Go process
+    /// Trace this running Go process (and its descendants that run Go, unless --no-follow)
     #[arg(long, value_name = "PID", conflicts_with = "command")]
     pub pid: Option<u32>,
+    /// Trace every Go process of the host, running now or started later, in any
+    /// container or namespace
+    #[arg(long, conflicts_with_all = ["pid", "command"])]
+    pub all: bool,
+    /// With --all: only processes whose executable path or file name matches this glob
+    /// (repeatable)
+    #[arg(long, value_name = "GLOB", requires = "all", value_parser = parse_glob)]
+    pub exe: Vec<glob::Pattern>,
+    /// Trace only the process itself, not its descendants
+    #[arg(long, conflicts_with = "all")]
+    pub no_follow: bool,
     /// Stop after this many seconds (default: until the target exits, or SIGINT/SIGTERM)
     #[arg(long, value_name = "SECS", value_parser = parse_duration)]
     pub duration: Option<Duration>,
@@ -134,7 +145,8 @@ pub struct TraceArgs {
     /// Say more: which functions were probed where, which are missing from the binary
     #[arg(short, long)]
     pub verbose: bool,
-    /// Start CMD stopped at its exec, attach, then let it run (its first map operation is traced)
+    /// Start CMD stopped at its exec, attach, then let it run (its first map operation is
+    /// traced); so too each descendant that runs Go, unless --no-follow
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<OsString>,
 }
@@ -174,6 +186,9 @@ impl EventSet {
 pub enum Target {
     Pid(u32),
     Command(Vec<OsString>),
+    /// Every Go process of the host whose executable matches one of the globs (any, if
+    /// none).
+    All(Vec<glob::Pattern>),
 }
 
 /// Validated tracing options.
@@ -199,19 +214,28 @@ pub struct TraceOptions {
     pub rss_interval: Duration,
     pub madvise_via: Option<MadviseVia>,
     pub uprobe_links: Option<UprobeLinks>,
+    /// Descendants are traced too.
+    pub follow: bool,
     pub verbose: bool,
 }
 
 impl TraceArgs {
     /// A usage error (exit status 2) when there is nothing to trace.
     pub fn into_options(self) -> Result<TraceOptions, clap::Error> {
-        let target = match (self.pid, self.command.is_empty()) {
-            (Some(pid), true) => Target::Pid(pid),
-            (None, false) => Target::Command(self.command),
+        let target = match (self.pid, self.command.is_empty(), self.all) {
+            (Some(pid), true, false) => Target::Pid(pid),
+            (None, false, false) => Target::Command(self.command),
+            (None, true, true) => Target::All(self.exe),
+            (_, _, true) => {
+                return Err(clap::Error::raw(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    "--all traces every Go process: it does not go with --pid or -- CMD\n",
+                ));
+            }
             _ => {
                 return Err(clap::Error::raw(
                     clap::error::ErrorKind::MissingRequiredArgument,
-                    "nothing to trace: give --pid PID or -- CMD [ARGS...] (see map-trace --help)\n",
+                    "nothing to trace: give --pid PID, -- CMD [ARGS...] or --all (see map-trace --help)\n",
                 ));
             }
         };
@@ -235,9 +259,14 @@ impl TraceArgs {
             rss_interval: self.rss_interval,
             madvise_via: self.madvise_via,
             uprobe_links: self.uprobe_links,
+            follow: !self.no_follow,
             verbose: self.verbose,
         })
     }
+}
+
+fn parse_glob(s: &str) -> Result<glob::Pattern, String> {
+    glob::Pattern::new(s).map_err(|e| format!("`{s}` is not a glob: {e}"))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

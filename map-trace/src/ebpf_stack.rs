@@ -365,7 +365,7 @@ mod tests {
 
     #[test]
     fn every_program_leaves_stack_headroom() {
-        let depths = stack_depths(crate::probes::EBPF_OBJECT);
+        let depths = stack_depths(crate::tracer::EBPF_OBJECT);
         assert!(!depths.is_empty(), "no programs found in the eBPF object");
         let names: Vec<&str> = depths.iter().map(|(name, _)| name.as_str()).collect();
         for program in [

@@ -214,6 +214,18 @@ impl TraceEvent {
     }
 }
 
+/// The process a ring-buffer record belongs to, which says how to decode the rest; `None`
+/// for a record of no known size.
+#[must_use]
+pub fn record_pid(record: &[u8]) -> Option<u32> {
+    if record.len() != EVENT_SIZE && record.len() != KEYED_EVENT_SIZE {
+        return None;
+    }
+    let at = std::mem::offset_of!(Event, pid);
+    let bytes = record.get(at..at + 4)?;
+    Some(u32::from_ne_bytes(bytes.try_into().ok()?))
+}
+
 /// Decodes one ring-buffer record: an [`Event`], or a `KeyedEvent` (the event, then the
 /// key's bytes).
 pub fn decode<'a>(record: &'a [u8], layout: &Layout) -> Result<(TraceEvent, Raw<'a>), DecodeError> {

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 use aya::{
     maps::MapType,
     programs::ProgramType,
@@ -73,6 +73,48 @@ pub fn has_kprobes(sysfs: &Path) -> bool {
     sysfs.join("bus/event_source/devices/kprobe/type").exists()
 }
 
+/// Where tracefs is mounted, if it is.
+#[must_use]
+pub fn tracefs() -> Option<&'static Path> {
+    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.join("events").exists())
+}
+
+/// The byte offset of `field` in the records of tracepoint `group:event`, as this kernel's
+/// tracefs gives its format: fields move between releases (6.x made `sched_process_fork`'s
+/// comm fields `__data_loc`, which moved `child_pid` from 44 to 20).
+pub fn tracepoint_field_offset(group: &str, event: &str, field: &str) -> anyhow::Result<u32> {
+    let tracefs = tracefs().context("tracefs is not mounted: mount it at /sys/kernel/tracing")?;
+    let path = tracefs
+        .join("events")
+        .join(group)
+        .join(event)
+        .join("format");
+    let format = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading the format of tracepoint {group}:{event}"))?;
+    field_offset(&format, field).with_context(|| {
+        format!(
+            "tracepoint {group}:{event} has no field {field} in {}",
+            path.display()
+        )
+    })
+}
+
+/// `offset:N` of the line declaring `field` in a tracepoint format.
+fn field_offset(format: &str, field: &str) -> Option<u32> {
+    format.lines().find_map(|line| {
+        let mut parts = line.trim().split(';').map(str::trim);
+        let declaration = parts.next()?.strip_prefix("field:")?;
+        let name = declaration.rsplit([' ', '*']).next()?;
+        if name != field {
+            return None;
+        }
+        parts.find_map(|p| p.strip_prefix("offset:")?.parse().ok())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,5 +173,30 @@ mod tests {
         }
         assert!(Features::probe(sys.path()).uprobes);
         assert!(has_kprobes(sys.path()));
+    }
+
+    #[test]
+    fn tracepoint_fields_are_found_in_either_format() {
+        // sched_process_fork of Linux 6.1 (comm arrays) and of 6.18 (`__data_loc`).
+        let old = "\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+                   \tfield:char parent_comm[16];\toffset:8;\tsize:16;\tsigned:0;\n\
+                   \tfield:pid_t parent_pid;\toffset:24;\tsize:4;\tsigned:1;\n\
+                   \tfield:char child_comm[16];\toffset:28;\tsize:16;\tsigned:0;\n\
+                   \tfield:pid_t child_pid;\toffset:44;\tsize:4;\tsigned:1;\n";
+        let new = "\tfield:__data_loc char[] parent_comm;\toffset:8;\tsize:4;\tsigned:0;\n\
+                   \tfield:pid_t parent_pid;\toffset:12;\tsize:4;\tsigned:1;\n\
+                   \tfield:pid_t child_pid;\toffset:20;\tsize:4;\tsigned:1;\n";
+        assert_eq!(field_offset(old, "child_pid"), Some(44));
+        assert_eq!(field_offset(new, "child_pid"), Some(20));
+        assert_eq!(field_offset(new, "parent_pid"), Some(12));
+        assert_eq!(field_offset(new, "pid"), None);
+        assert_eq!(field_offset("garbage", "child_pid"), None);
+    }
+
+    #[test]
+    fn this_kernels_fork_tracepoint_names_the_child() {
+        // Every kernel map-trace supports: before and after the `__data_loc` change.
+        let offset = tracepoint_field_offset("sched", "sched_process_fork", "child_pid");
+        assert!(matches!(offset, Ok(20 | 44)), "{offset:?}");
     }
 }

@@ -5,10 +5,21 @@
 //! records become [`events`]; [`aggregate`] folds them per map; [`output`] writes them out.
 //! [`session`] runs that pipeline for one target.
 
+/// A line on standard error that cannot fail the run: after SIGHUP the terminal may be
+/// gone, and no note is worth the outputs still to be flushed.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+pub(crate) use note;
+
 pub mod aggregate;
 pub mod binary;
 pub mod bpf_syscall;
 pub mod cli;
+pub mod discovery;
 #[cfg(test)]
 mod ebpf_stack;
 pub mod events;
@@ -18,9 +29,11 @@ pub mod model;
 pub mod output;
 pub mod plan;
 pub mod privileges;
-pub mod probes;
 pub mod process;
 pub mod resolve;
 pub mod session;
 pub mod switch;
+pub mod targets;
+pub mod tracer;
 pub mod uprobe_multi;
+pub mod verifier;

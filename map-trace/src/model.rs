@@ -1,10 +1,13 @@
-//! The types every stage of the flow shares: where Go code called the runtime, and how
-//! long timed calls took. A leaf: it uses nothing else of map-trace, so events, resolving
-//! and aggregation can all name these without depending on one another.
+//! The types every stage of the flow shares: where Go code called the runtime, how long
+//! timed calls took, and who a traced process is. A leaf (beside the version table's
+//! flavour), so events, resolving, aggregation and outputs can all name these without
+//! depending on one another.
 
 use std::fmt;
 
 use map_trace_common::{DURATION_BUCKETS, duration_bucket};
+
+use crate::goruntime::Flavour;
 
 /// A line of Go code outside the runtime that called into it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -75,4 +78,19 @@ impl Timing {
             *sum += n;
         }
     }
+}
+
+/// Who a traced process is, for every output that tells processes apart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Labels {
+    /// As the host sees it.
+    pub pid: u32,
+    /// Where its executable is (or was), as its own mount namespace names it.
+    pub exe: String,
+    pub go_version: String,
+    pub flavour: Flavour,
+    /// The container it runs in, where its cgroup path names one.
+    pub container: Option<String>,
+    /// Uprobes of its executable's probe set.
+    pub probes: usize,
 }

@@ -25,7 +25,8 @@ fn is_runtime(function: &str) -> bool {
 
 /// Resolves the addresses in events against the target's binary.
 pub struct Resolver {
-    binary: GoBinary,
+    /// Shared by every process running the executable.
+    binary: Arc<GoBinary>,
     /// Run-time address minus link-time address (non-zero for PIE).
     bias: u64,
     show_keys: bool,
@@ -45,7 +46,7 @@ struct MapType {
 
 impl Resolver {
     #[must_use]
-    pub fn new(binary: GoBinary, bias: u64, show_keys: bool) -> Self {
+    pub fn new(binary: Arc<GoBinary>, bias: u64, show_keys: bool) -> Self {
         Self {
             binary,
             bias,
@@ -84,8 +85,9 @@ impl Resolver {
         self.map_type(addr).name
     }
 
-    /// Return addresses newly found in user code, once each: the kernel's stack walk can
-    /// stop at them, as [`Resolver::resolve`] would.
+    /// Return addresses newly found in user code, once each, as link-time addresses (the
+    /// same in every process of the executable): the kernel's stack walk can stop at them,
+    /// as [`Resolver::resolve`] would.
     pub fn take_user_frames(&mut self) -> Vec<u64> {
         std::mem::take(&mut self.new_user_frames)
     }
@@ -96,9 +98,10 @@ impl Resolver {
         self.callers
             .entry(pc)
             .or_insert_with(|| {
-                let frames = binary.symbolize(pc.checked_sub(bias)?);
+                let link = pc.checked_sub(bias)?;
+                let frames = binary.symbolize(link);
                 let frame = frames.into_iter().find(|f| !is_runtime(&f.function))?;
-                new.push(pc);
+                new.push(link);
                 Some(Arc::new(CallSite::new(
                     frame.function,
                     frame.file,

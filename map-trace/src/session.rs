@@ -1,11 +1,15 @@
-//! One tracing run: resolve the target, plan and attach probes, stream events to the outputs
-//! until the end, then drain, detach and summarise.
+//! One tracing run, for any number of processes: load the tracer, find the processes to
+//! trace (and, as they exec, the ones that come later), attach each executable once,
+//! stream events to the aggregates and outputs until the end, then drain, detach and
+//! summarise.
 
 use std::{
+    collections::HashSet,
     ffi::OsString,
     io::{self, BufWriter, IsTerminal as _, Write},
-    os::fd::{AsRawFd, OwnedFd},
+    os::fd::AsRawFd,
     path::{Path, PathBuf},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -15,60 +19,47 @@ use map_trace_common::{EventKind, ReadFailures};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
+    sync::mpsc,
 };
 
 use crate::{
-    aggregate::Aggregate,
-    binary::GoBinary,
+    aggregate::Aggregates,
     cli::{MadviseVia, Target, TraceOptions, UprobeLinks},
+    discovery::{self, Exec, Scope},
     events::{self, Detail, TraceEvent, Undecodable},
-    goruntime::{Layout, Runtime},
     kernel,
+    model::Labels,
     output::{
         self, Exporter, Status,
         csv::CsvExporter,
         live::{self, Action, LiveView},
-        summary::{self, RunInfo, TimedCalls},
+        summary::{self, RunInfo},
     },
-    plan::{self, Plan, Role},
     privileges,
-    probes::{Counters, MadvisePath, Probes, Settings, UserFrames},
     process::{
         self, Process,
-        launch::{HeldChild, resolve_command},
+        launch::{Launched, resolve_command},
     },
-    resolve::Resolver,
+    targets::{Attached, Targets},
+    tracer::{Counters, MadvisePath, Settings, Tracer},
 };
 
-/// A line on standard error that cannot fail the run: after SIGHUP the terminal may be
-/// gone, and no note is worth the outputs still to be flushed.
-macro_rules! note {
-    ($($arg:tt)*) => {{
-        let _ = writeln!(io::stderr(), $($arg)*);
-    }};
-}
-
-/// The process to trace: already running, or a command to start once probes are planned.
-enum Tracee<'a> {
-    /// Watched from the start, so a recycled pid is never mistaken for it.
-    Running {
-        pid: u32,
-        pidfd: OwnedFd,
-    },
-    Command(&'a [OsString]),
+/// Where tracing starts.
+enum Start<'a> {
+    /// A running process, already inspected.
+    Pid(u32),
+    /// A command to start: its executable and arguments.
+    Command(PathBuf, &'a [OsString]),
+    All,
 }
 
 pub fn run(opts: &TraceOptions) -> anyhow::Result<()> {
     privileges::check()?;
     kernel::Features::probe(Path::new("/sys")).check(&kernel::release())?;
-    let (exe, exe_name, tracee) = resolve_target(opts)?;
-    let binary = GoBinary::open(&exe)?;
-    let runtime = binary.runtime()?;
-    let plan = plan::plan(&binary, &runtime, &opts.events)?;
-    if opts.verbose {
-        describe_plan(&plan);
-    }
+    let (start, scope) = resolve_target(opts)?;
     let csv_to_stdout = opts.csv.as_deref() == Some(Path::new("-"));
+    // Under `-- CMD` the summary never mixes with the command's own output.
+    let summary_to_stderr = csv_to_stdout || matches!(start, Start::Command(..));
     // Creates no threads (so the fork below stays safe); entered, so exporters can set up
     // their sockets and tasks on it.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -77,189 +68,688 @@ pub fn run(opts: &TraceOptions) -> anyhow::Result<()> {
         .context("starting the event loop")?;
     let _entered = rt.enter();
     let exporters = open_exporters(opts)?;
-
-    let (pid, pidfd, mut child) = match tracee {
-        Tracee::Running { pid, pidfd } => (pid, pidfd, None),
-        Tracee::Command(argv) => {
-            let child = HeldChild::spawn(&exe, argv)?;
-            let pid = child.pid();
-            (pid, process::pidfd(pid).context("pidfd_open")?, Some(child))
-        }
+    let madvise = madvise_path(opts)?;
+    let settings = Settings {
+        key_hash: opts.key_hash,
+        map: opts.map,
+        show_keys: opts.show_keys,
+        summary_only: opts.summary_only,
+        ring_buffer_size: opts.ring_buffer_size,
+        verifier_log: opts.verbose,
+        multi_links: opts.uprobe_links.map(|l| l == UprobeLinks::Multi),
+        watch_all: matches!(start, Start::All),
+        hold: matches!(start, Start::Command(..)),
+        follow: opts.follow,
     };
-    let load_bias = process::load_bias(pid, &binary)?;
-    let job = Job {
+    let mut tracer = Tracer::load(&settings, madvise)?;
+    let mut rings = Rings {
+        events: watch(tracer.take_events()?).context("watching the ring buffer")?,
+        execs: watch(tracer.take_execs()?).context("watching the exec reports")?,
+        exits: mpsc::unbounded_channel(),
+    };
+    let counters = tracer.take_counters()?;
+    let exit_tx = rings.exits.0.clone();
+    let mut run = Run {
         opts,
-        plan,
-        runtime,
-        exe,
-        exe_name,
-        pid,
-        settings: Settings {
-            key_hash: opts.key_hash,
-            map: opts.map,
-            show_keys: opts.show_keys,
-            load_bias,
-            summary_only: opts.summary_only,
-            ring_buffer_size: opts.ring_buffer_size,
-            verifier_log: opts.verbose,
-            multi_links: opts.uprobe_links.map(|l| l == UprobeLinks::Multi),
-        },
+        targets: Targets::new(opts.events.clone(), opts.show_keys, opts.verbose),
+        scope,
+        aggs: Aggregates::default(),
+        exporters,
+        live: None,
         // The live view only on a terminal that nothing else writes to.
         live_view: !opts.no_tui && !csv_to_stdout && io::stdout().is_terminal(),
+        counters,
+        exit_tx,
+        watched: HashSet::new(),
+        root: None,
+        started: Instant::now(),
+        undecodable: Undecodable::default(),
+        bad_totals: Vec::new(),
+        passed_over: 0,
+        held_back: Vec::new(),
+        tracer,
     };
-    let resolver = Resolver::new(binary, load_bias, opts.show_keys);
-    let (sink, info, end) = rt.block_on(job.trace(pidfd, child.as_mut(), resolver, exporters))?;
-    if let Some(child) = &child {
-        child.reap();
-    }
-    // The terminal that would show the summary is gone: the files still get everything.
-    let hung_up = end == End::HangUp;
-    sink.finish(&info, csv_to_stdout, hung_up)
+    let result = rt.block_on(run.trace(start, &mut rings));
+    let (info, end) = match result {
+        Ok(done) => done,
+        Err(e) => {
+            run.release_held();
+            return Err(e);
+        }
+    };
+    run.finish(&info, summary_to_stderr, end)
 }
 
-/// The executable as the kernel should resolve it for uprobes, its name for people, and
-/// the process to trace.
-fn resolve_target(opts: &TraceOptions) -> anyhow::Result<(PathBuf, PathBuf, Tracee<'_>)> {
+/// What to trace, and what a user's mistake in it is: a `--pid` is inspected here, so
+/// one that cannot be traced is one clear error before anything is loaded.
+fn resolve_target(opts: &TraceOptions) -> anyhow::Result<(Start<'_>, Scope)> {
     Ok(match &opts.target {
         Target::Pid(pid) => {
-            let process = Process::inspect(*pid)?;
-            let pidfd = process::pidfd(*pid).context("pidfd_open")?;
-            (
-                process.exe,
-                process.exe_name,
-                Tracee::Running { pid: *pid, pidfd },
-            )
+            Process::inspect(*pid)?;
+            let scope = Scope::Tree {
+                root: *pid,
+                follow: opts.follow,
+            };
+            (Start::Pid(*pid), scope)
         }
         Target::Command(argv) => {
             let program = argv.first().context("no command given after --")?;
             let exe = resolve_command(program)?;
-            (exe.clone(), exe, Tracee::Command(argv))
+            // The root is known once started.
+            let scope = Scope::Tree {
+                root: 0,
+                follow: opts.follow,
+            };
+            (Start::Command(exe, argv), scope)
         }
+        Target::All(exe) => (Start::All, Scope::All { exe: exe.clone() }),
     })
 }
 
-/// Everything decided before the probes go in.
-struct Job<'a> {
-    opts: &'a TraceOptions,
-    plan: Plan,
-    runtime: Runtime,
-    exe: PathBuf,
-    exe_name: PathBuf,
+/// The root of a `--pid` or `-- CMD` run: the run ends once it is done and no traced
+/// process is left.
+struct Root {
     pid: u32,
-    settings: Settings,
-    live_view: bool,
+    launched: Option<Launched>,
+    /// It exited.
+    exited: bool,
+    /// It was traced, and now runs a program that is not (`--pid` only ends on that).
+    left: bool,
 }
 
-impl Job<'_> {
-    /// Attaches, lets a started command run, streams until the end, then detaches and
-    /// drains.
+/// What the event loop waits on: the two ring buffers, and exits of watched processes.
+struct Rings {
+    events: AsyncFd<RingBuf<MapData>>,
+    execs: AsyncFd<RingBuf<MapData>>,
+    exits: (mpsc::UnboundedSender<u32>, mpsc::UnboundedReceiver<u32>),
+}
+
+/// A run in progress.
+struct Run<'a> {
+    opts: &'a TraceOptions,
+    tracer: Tracer,
+    targets: Targets,
+    scope: Scope,
+    aggs: Aggregates,
+    exporters: Vec<Box<dyn Exporter>>,
+    live: Option<LiveView>,
+    live_view: bool,
+    counters: Counters,
+    exit_tx: mpsc::UnboundedSender<u32>,
+    /// Processes whose exit is watched (a pidfd each).
+    watched: HashSet<u32>,
+    root: Option<Root>,
+    /// When the probes were first in place.
+    started: Instant,
+    undecodable: Undecodable,
+    /// Functions whose kernel totals were undecodable (noted once each).
+    bad_totals: Vec<(u32, u16)>,
+    /// Processes looked at and not traced.
+    passed_over: u64,
+    /// Processes stopped at their exec, until they are attached or passed over.
+    held_back: Vec<u32>,
+}
+
+impl Run<'_> {
+    /// Finds and attaches the processes there are at the start, starts the command,
+    /// streams until the end, then stops, detaches and drains.
     async fn trace(
-        &self,
-        pidfd: OwnedFd,
-        child: Option<&mut HeldChild>,
-        resolver: Resolver,
-        exporters: Vec<Box<dyn Exporter>>,
-    ) -> anyhow::Result<(Sink, RunInfo, End)> {
-        let (opts, pid, runtime) = (self.opts, self.pid, &self.runtime);
-        let mut ends = Ends::new(opts)?;
-        let madvise = madvise_path(opts)?;
-        let mut probes =
-            Probes::attach(&self.plan, runtime, &self.exe, pid, madvise, &self.settings)?;
-        let ring = probes.take_events()?;
-        let counters = probes.take_counters()?;
-        let user_frames = probes.take_user_frames()?;
-        // Every probe is in: they all start reporting at this instant, until a stop.
-        probes.start(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP])?;
-        let via = madvise
-            .map(|m| format!("; madvise via {}", m.name()))
-            .unwrap_or_default();
-        note!(
-            "attached {} probes to pid {pid} ({}, {} maps){via}",
-            probes.attached(),
-            runtime.version.raw,
-            runtime.flavour
-        );
-        let rss = opts.events.contains(EventKind::Rss);
-        let live = if self.live_view {
-            let header = live::Header {
-                pid,
-                binary: self.exe_name.display().to_string(),
-                go_version: runtime.version.raw.clone(),
-                flavour: runtime.flavour,
-                probes: probes.attached(),
-                madvise: madvise.map(MadvisePath::name),
-            };
-            Some(LiveView::start(header).context("starting the live view")?)
-        } else {
-            None
-        };
-        let mut sink = Sink {
-            layout: runtime.layout,
-            resolver,
-            agg: Aggregate::default(),
-            exporters,
-            live,
-            counters,
-            user_frames,
-            started: Instant::now(),
-            summary_only: opts.summary_only,
-            undecodable: Undecodable::default(),
-            bad_totals: Vec::new(),
-            verbose: opts.verbose,
-        };
-        match child {
-            Some(child) => child.release()?,
-            // A running target has its starting RSS now; a command's is taken at the first
-            // tick, once it runs its own program.
-            None if rss => sink.rss_sample(pid)?,
-            None => {}
+        &mut self,
+        start: Start<'_>,
+        rings: &mut Rings,
+    ) -> anyhow::Result<(RunInfo, End)> {
+        let mut ends = Ends::new(self.opts)?;
+        let attached = self.begin(start)?;
+        // Every probe so far is in: they all start reporting at this instant, until a stop.
+        self.tracer
+            .start(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP])?;
+        self.started = Instant::now();
+        for a in &attached {
+            self.announce(a);
         }
-        let mut ring = watch(ring).context("watching the ring buffer")?;
+        if matches!(self.scope, Scope::All { .. }) && attached.is_empty() {
+            note!("attached to no process yet: each Go process is traced as it starts (--all)");
+        }
+        if self.live_view {
+            self.live =
+                Some(LiveView::start(self.live_header()).context("starting the live view")?);
+        }
+        let rss = self.opts.events.contains(EventKind::Rss);
+        if rss {
+            self.rss_sample()?;
+        }
+        if let Some(launched) = self.root.as_mut().and_then(|r| r.launched.as_mut()) {
+            launched.release()?;
+        }
         read_first();
-        let end = ends.wait(&mut ring, pidfd, &mut sink, pid, rss).await;
+        let end = ends.wait(self, rings, rss).await;
         // Before anything else, even an error: from here on every probe hit returns at once.
-        probes.stop()?;
+        self.tracer.stop()?;
         let end = end?;
         // The traced window.
-        let elapsed = sink.started.elapsed();
+        let elapsed = self.started.elapsed();
         if rss {
-            sink.rss_sample(pid)?;
+            self.rss_sample()?;
         }
-        let attached = probes.attached();
-        sink.live = None;
+        self.live = None;
+        self.release_held();
+        // Nothing new comes once the switch is off but the last records of hits already
+        // past it: take those, then read the kernel's counts.
+        self.drain(rings.events.get_mut(), usize::MAX)?;
+        self.read_kernel_totals()?;
+        let calls = self.targets.timed_calls(&self.counters);
+        let status = self.status()?;
+        for exporter in &mut self.exporters {
+            exporter.status(&status)?;
+        }
+        if self.opts.verbose {
+            describe_read_failures(&status.read_failures);
+        }
+        Ok((
+            RunInfo {
+                elapsed,
+                probes: self.targets.probes(),
+                lost: status.lost,
+                lost_processes: self.counters.lost_processes()?,
+                passed_over: self.passed_over,
+                undecodable: self.undecodable.clone(),
+                read_failures: status.read_failures,
+                calls,
+            },
+            end,
+        ))
+    }
+
+    /// Attaches the processes there are at the start (a `--pid` and its descendants, or
+    /// every one under `--all`), or starts the command held at its gate.
+    fn begin(&mut self, start: Start<'_>) -> anyhow::Result<Vec<Attached>> {
+        let mut attached = Vec::new();
+        match start {
+            Start::Pid(pid) => {
+                if self.opts.follow {
+                    self.tracer.follow(pid)?;
+                }
+                // The process asked for must be traceable: that is the run's error.
+                attached.push(self.targets.attach(&mut self.tracer, pid)?);
+                self.watch_exit(pid)?;
+                self.root = Some(Root {
+                    pid,
+                    launched: None,
+                    exited: false,
+                    left: false,
+                });
+                for child in self.scope.running() {
+                    let _ = self.tracer.follow(child);
+                    if let Some(a) = self.try_attach(child) {
+                        attached.push(a);
+                    }
+                }
+            }
+            Start::Command(exe, argv) => {
+                let launched = Launched::spawn(&exe, argv)?;
+                let pid = launched.pid();
+                // Followed even with --no-follow (then only it, not its children): its
+                // exec is reported, and it is stopped there until attached.
+                self.tracer.follow(pid)?;
+                self.watch_exit(pid)?;
+                self.scope = Scope::Tree {
+                    root: pid,
+                    follow: self.opts.follow,
+                };
+                self.root = Some(Root {
+                    pid,
+                    launched: Some(launched),
+                    exited: false,
+                    left: false,
+                });
+            }
+            Start::All => {
+                for pid in self.scope.running() {
+                    let wanted =
+                        process::executable(pid).is_some_and(|e| self.scope.wants(&e.path));
+                    if wanted && let Some(a) = self.try_attach(pid) {
+                        attached.push(a);
+                    }
+                }
+            }
+        }
+        Ok(attached)
+    }
+
+    /// Attaches `pid`, or passes it over with a line at `-v`.
+    fn try_attach(&mut self, pid: u32) -> Option<Attached> {
+        match self.targets.attach(&mut self.tracer, pid) {
+            Ok(a) => {
+                if let Err(e) = self.watch_exit(pid) {
+                    // Gone while being attached: passed over after all.
+                    self.targets.detach(&mut self.tracer, pid);
+                    self.pass_over(pid, &e);
+                    return None;
+                }
+                Some(a)
+            }
+            Err(e) => {
+                self.pass_over(pid, &e);
+                None
+            }
+        }
+    }
+
+    fn pass_over(&mut self, pid: u32, why: &anyhow::Error) {
+        self.passed_over += 1;
+        if self.opts.verbose {
+            note!("pid {pid}: passed over: {why:#}");
+        }
+    }
+
+    /// The `attached` line of a process, and its labels for the aggregates and exporters.
+    fn announce(&mut self, a: &Attached) {
+        let l = &a.labels;
+        let via = self
+            .tracer
+            .madvise()
+            .map(|m| format!("; madvise via {}", m.name()))
+            .unwrap_or_default();
+        let container = l
+            .container
+            .as_ref()
+            .map(|c| format!(", container {c}"))
+            .unwrap_or_default();
+        let shared = if a.new_probes {
+            ""
+        } else {
+            ", shared with another process of it"
+        };
+        note!(
+            "attached {} probes to pid {} ({}, {} maps){via}: {}{container}{shared}",
+            l.probes,
+            l.pid,
+            l.go_version,
+            l.flavour,
+            l.exe
+        );
+        self.labelled(&a.labels);
+    }
+
+    fn labelled(&mut self, labels: &Arc<Labels>) {
+        self.aggs.traced(labels.clone());
+        for exporter in &mut self.exporters {
+            exporter.process(labels);
+        }
+    }
+
+    /// Watches `pid` for its exit (once per process).
+    fn watch_exit(&mut self, pid: u32) -> anyhow::Result<()> {
+        if !self.watched.insert(pid) {
+            return Ok(());
+        }
+        let fd = watch(process::pidfd(pid).with_context(|| format!("watching pid {pid}"))?)
+            .with_context(|| format!("watching pid {pid}"))?;
+        let tx = self.exit_tx.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok(mut ready) = fd.readable().await else {
+                    break;
+                };
+                if process::has_exited(pid, ready.get_inner()) {
+                    break;
+                }
+                // Readable without an exit (seen on 6.12 guests under load): wait for the
+                // next change rather than end a process that still runs.
+                ready.clear_ready();
+            }
+            let _ = tx.send(pid);
+        });
+        Ok(())
+    }
+
+    /// A process exec'd: it is traced if it runs Go (again, if it did before), else
+    /// passed over; one stopped at its exec runs on either way.
+    fn exec(&mut self, exec: Exec) -> anyhow::Result<()> {
+        if exec.held {
+            self.held_back.push(exec.pid);
+        }
+        let result = self.exec_attach(&exec);
+        if exec.held {
+            discovery::resume(exec.pid);
+            self.held_back.retain(|&p| p != exec.pid);
+        }
+        result
+    }
+
+    fn exec_attach(&mut self, exec: &Exec) -> anyhow::Result<()> {
+        let pid = exec.pid;
+        if exec.hold_failed {
+            note!(
+                "pid {pid}: could not be stopped at its exec; its first map operations may go unseen"
+            );
+        }
+        let Some(exe) = process::executable(pid) else {
+            return Ok(());
+        };
+        let was_traced = self.targets.get(pid).is_some();
+        if !exec.followed && !self.scope.wants(&exe.path) {
+            if was_traced {
+                self.left(pid, &exe.path);
+            }
+            return Ok(());
+        }
+        match self.targets.attach(&mut self.tracer, pid) {
+            Ok(a) => {
+                self.watch_exit(pid)?;
+                self.announce(&a);
+            }
+            Err(_) if was_traced => self.left(pid, &exe.path),
+            Err(e) => {
+                let root = self.root.as_ref().is_some_and(|r| r.pid == pid);
+                if root && !is_not_go(&e) {
+                    // The command asked for runs Go but cannot be traced: say so plainly.
+                    note!("pid {pid} ({}): not traced: {e:#}", exe.path.display());
+                    self.passed_over += 1;
+                } else {
+                    self.pass_over(pid, &e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Traced process `pid` runs another program, `now`, which is not traced.
+    fn left(&mut self, pid: u32, now: &Path) {
+        note!(
+            "pid {pid} left the traced binary: it now runs {}",
+            now.display()
+        );
+        self.end_process(pid);
+        if let Some(root) = self.root.as_mut().filter(|r| r.pid == pid) {
+            root.left = true;
+        }
+    }
+
+    /// A process exited.
+    fn exited(&mut self, pid: u32, events: &mut RingBuf<MapData>) -> anyhow::Result<()> {
+        // Every record it made is in the ring buffer by now: take them while its
+        // addresses can still be named.
+        self.drain(events, usize::MAX)?;
+        if self.opts.summary_only {
+            self.read_kernel_totals()?;
+            self.counters.forget_totals(pid)?;
+        }
+        self.watched.remove(&pid);
+        self.end_process(pid);
+        let _ = self.tracer.unfollow(pid);
+        if let Some(root) = self.root.as_mut().filter(|r| r.pid == pid) {
+            root.exited = true;
+        }
+        Ok(())
+    }
+
+    fn end_process(&mut self, pid: u32) {
+        if self.targets.detach(&mut self.tracer, pid).is_some() {
+            self.aggs.ended(pid);
+        }
+        self.targets
+            .release_idle(&mut self.tracer, &mut self.counters);
+    }
+
+    /// Why the run is over by itself, if it is: under `--pid` or `-- CMD`, once the root
+    /// is done (exited, or left Go) and no traced process is left.
+    fn over(&self) -> Option<End> {
+        let root = self.root.as_ref()?;
+        if self.targets.live() > 0 {
+            return None;
+        }
+        if root.exited {
+            Some(End::Exited)
+        } else if root.left && root.launched.is_none() {
+            Some(End::LeftBinary)
+        } else {
+            None
+        }
+    }
+
+    /// Lets every process still stopped at its exec run on: map-trace never leaves one
+    /// stopped.
+    fn release_held(&mut self) {
+        for pid in self.held_back.drain(..) {
+            discovery::resume(pid);
+        }
+    }
+
+    fn status(&self) -> anyhow::Result<Status> {
+        Ok(Status {
+            elapsed: self.started.elapsed(),
+            events: self.aggs.events + self.aggs.kernel_calls().unwrap_or(0),
+            lost: self.counters.lost()?,
+            read_failures: self.counters.read_failures()?,
+        })
+    }
+
+    /// `--summary-only`: takes the kernel's per-map totals into each process's aggregate.
+    fn read_kernel_totals(&mut self) -> anyhow::Result<()> {
+        if !self.opts.summary_only {
+            return Ok(());
+        }
+        let mut calls: std::collections::BTreeMap<u32, Vec<events::KernelCalls>> =
+            std::collections::BTreeMap::new();
+        for (key, totals) in self.counters.totals()? {
+            let Some(traced) = self.targets.get_mut(key.tgid) else {
+                continue;
+            };
+            if let Some(mut c) = events::decode_totals(&key, &totals, traced.layout) {
+                c.map_type = traced.resolver.type_name(totals.map_type);
+                calls.entry(key.tgid).or_default().push(c);
+            } else if !self.bad_totals.contains(&(key.tgid, key.function)) {
+                // Read four times a second: each bad entry is noted once.
+                self.bad_totals.push((key.tgid, key.function));
+                let reason = self.undecodable.note(format_args!(
+                    "kernel totals of unknown function {}",
+                    key.function
+                ));
+                if self.opts.verbose {
+                    note!("undecodable kernel totals: {reason}");
+                }
+            }
+        }
+        for (pid, calls) in calls {
+            if let Some(p) = self.aggs.processes.get_mut(&pid) {
+                p.agg.set_kernel_calls(&calls);
+            }
+        }
+        Ok(())
+    }
+
+    /// The periodic update: exporters hear the status, the live view redraws and reads
+    /// its keys. The end it asks for: `q`, or a terminal that is gone (it fails to draw
+    /// or read), which is a hang-up like SIGHUP, whichever of the two comes first.
+    fn refresh(&mut self) -> anyhow::Result<Option<End>> {
+        self.read_kernel_totals()?;
+        let status = self.status()?;
+        for exporter in &mut self.exporters {
+            exporter.status(&status)?;
+        }
+        let Some(live) = &mut self.live else {
+            return Ok(None);
+        };
+        let action = live
+            .tick(&self.aggs, &status)
+            .and_then(|()| live.keys(&self.aggs, &status));
+        match action {
+            Ok(Action::Continue) => Ok(None),
+            Ok(Action::Quit) => Ok(Some(End::Quit)),
+            Err(_) => {
+                self.live = None;
+                Ok(Some(End::HangUp))
+            }
+        }
+    }
+
+    fn live_header(&self) -> live::Header {
+        live::Header {
+            probes: self.targets.probes(),
+            madvise: self.tracer.madvise().map(MadvisePath::name),
+            all: matches!(self.scope, Scope::All { .. }),
+        }
+    }
+
+    /// Hands up to `limit` records now in the ring buffer to the aggregates and the
+    /// exporters; true when it emptied the buffer.
+    fn drain(&mut self, ring: &mut RingBuf<MapData>, limit: usize) -> anyhow::Result<bool> {
+        let emptied = self.decode(ring, limit)?;
+        for pid in self.targets.pids().collect::<Vec<_>>() {
+            if let Some(t) = self.targets.get_mut(pid) {
+                let frames = t.resolver.take_user_frames();
+                if !frames.is_empty() {
+                    let slot = t.slot;
+                    self.tracer.add_user_frames(slot, &frames)?;
+                }
+            }
+        }
+        Ok(emptied)
+    }
+
+    /// [`Run::drain`]'s decoding part.
+    fn decode(&mut self, ring: &mut RingBuf<MapData>, limit: usize) -> anyhow::Result<bool> {
+        for _ in 0..limit {
+            let Some(record) = ring.next() else {
+                return Ok(true);
+            };
+            let decoded =
+                match events::record_pid(&record).and_then(|pid| self.targets.get_mut(pid)) {
+                    Some(traced) => events::decode(&record, traced.layout)
+                        .map(|(mut event, raw)| {
+                            traced.resolver.resolve(&mut event, &raw);
+                            event
+                        })
+                        .map_err(|e| e.to_string()),
+                    None => Err(format!(
+                        "a record of pid {}, which is not traced",
+                        events::record_pid(&record).unwrap_or(0)
+                    )),
+                };
+            drop(record);
+            match decoded {
+                Ok(event) => self.record(&event)?,
+                Err(e) => {
+                    let reason = self.undecodable.note(e);
+                    if self.opts.verbose {
+                        note!("undecodable ring-buffer record: {reason}");
+                    }
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Takes every exec the kernel reported.
+    fn read_execs(&mut self, ring: &mut RingBuf<MapData>) -> anyhow::Result<bool> {
+        let mut execs = Vec::new();
+        let emptied = loop {
+            let Some(record) = ring.next() else {
+                break true;
+            };
+            if let Some(e) = discovery::decode(&record) {
+                execs.push(e);
+            } else {
+                let reason = self
+                    .undecodable
+                    .note(format_args!("an exec report of {} bytes", record.len()));
+                if self.opts.verbose {
+                    note!("undecodable exec report: {reason}");
+                }
+            }
+            if execs.len() >= BATCH {
+                break false;
+            }
+        };
+        for exec in execs {
+            self.exec(exec)?;
+        }
+        Ok(emptied)
+    }
+
+    fn record(&mut self, event: &TraceEvent) -> anyhow::Result<()> {
+        self.aggs.record(event);
+        let events = self.aggs.events;
+        for exporter in &mut self.exporters {
+            exporter.event(event).with_context(|| {
+                format!(
+                    "tracing stopped at event {events}, probes removed; the files hold the events written before it"
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Records each traced process's `VmRSS` and `RssAnon` as `rss` events.
+    fn rss_sample(&mut self) -> anyhow::Result<()> {
+        let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .context("reading the monotonic clock")?;
+        let time_ns = u64::try_from(now.tv_sec()).unwrap_or(0) * 1_000_000_000
+            + u64::try_from(now.tv_nsec()).unwrap_or(0);
+        let pids: Vec<u32> = self.targets.pids().collect();
+        for pid in pids {
+            for (which, bytes) in process::resident_memory(pid) {
+                self.record(&TraceEvent {
+                    detail: Some(Detail::Rss(which)),
+                    rss_bytes: Some(bytes),
+                    // Sampled by map-trace, not by a thread of the target: no tid.
+                    ..TraceEvent::bare(EventKind::Rss, time_ns, pid, 0)
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every probe, flushes every export, then prints the summary: to standard
+    /// error when `to_stderr`. After a hang-up the terminal may be gone: the files still
+    /// get everything, and the summary is written if it can be.
+    fn finish(self, info: &RunInfo, to_stderr: bool, end: End) -> anyhow::Result<()> {
+        let Self {
+            tracer,
+            targets,
+            mut exporters,
+            aggs,
+            root,
+            opts,
+            ..
+        } = self;
         let detaching = Instant::now();
-        let links = probes.link_kind();
-        let stopped_at = probes.stopped_at().unwrap_or(0);
-        probes.detach();
+        let links = tracer.link_kind();
+        let stopped_at = tracer.stopped_at().unwrap_or(0);
+        let probes = targets.probes();
+        tracer.detach(targets.into_probe_sets());
         if opts.verbose {
             note!(
-                "{end}: tracing stopped at {stopped_at} ns (CLOCK_MONOTONIC); {attached} probes removed in {} ms ({links})",
+                "{end}: tracing stopped at {stopped_at} ns (CLOCK_MONOTONIC); {probes} probes removed in {} ms ({links})",
                 detaching.elapsed().as_millis()
             );
         }
-        // Nothing new can arrive once the probes are gone; then take what is left.
-        sink.drain(ring.get_mut(), usize::MAX)?;
-        sink.read_kernel_totals()?;
-        let status = sink.status()?;
-        for exporter in &mut sink.exporters {
-            exporter.status(&status)?;
+        if let Some(launched) = root.as_ref().and_then(|r| r.launched.as_ref()) {
+            launched.reap();
         }
-        if opts.verbose {
-            describe_read_failures(&status.read_failures);
+        for exporter in &mut exporters {
+            exporter.finish()?;
         }
-        let info = RunInfo {
-            pid,
-            go_version: runtime.version.raw.clone(),
-            flavour: runtime.flavour,
-            probes: attached,
-            elapsed,
-            lost: status.lost,
-            undecodable: sink.undecodable.clone(),
-            read_failures: status.read_failures,
-            calls: timed_calls(&self.plan, &sink.counters, opts.verbose)?,
+        let text = summary::render(&aggs, info);
+        let written = if to_stderr {
+            io::stderr().write_all(text.as_bytes())
+        } else {
+            let mut out = io::stdout();
+            out.write_all(text.as_bytes()).and_then(|()| out.flush())
         };
-        Ok((sink, info, end))
+        match written {
+            Err(_) if end == End::HangUp => Ok(()),
+            other => other.context("writing the summary"),
+        }
     }
+}
+
+/// Whether an attach failed only because the program is not Go: for a `-- CMD` launcher
+/// such as `sh` or `make`, that is expected.
+fn is_not_go(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<crate::binary::BinaryError>()
+        .is_some_and(crate::binary::BinaryError::is_not_go)
 }
 
 /// How madvise(2) calls are seen, if they are traced.
@@ -280,21 +770,6 @@ fn describe_read_failures(failures: &ReadFailures) {
         "failed reads of the target's memory: {}",
         summary::read_failure_list(failures, true)
     );
-}
-
-fn describe_plan(plan: &Plan) {
-    for p in &plan.points {
-        note!(
-            "probe {} {:?} at {:#x} (file offset {:#x})",
-            p.function.symbol,
-            p.role,
-            p.addr,
-            p.file_offset
-        );
-    }
-    for symbol in &plan.missing {
-        note!("not in binary (dropped by the linker): {symbol}");
-    }
 }
 
 /// Bytes an export file takes in memory before a write(2): at a million events a second,
@@ -372,7 +847,6 @@ struct Ends {
     duration: Option<Duration>,
     rss_interval: Duration,
     sample_soon: bool,
-    verbose: bool,
 }
 
 /// When a command started by map-trace gets its first RSS sample.
@@ -388,24 +862,17 @@ impl Ends {
             duration: opts.duration,
             rss_interval: opts.rss_interval,
             sample_soon: matches!(opts.target, Target::Command(_)),
-            verbose: opts.verbose,
         })
     }
 
-    /// Streams events until the target exits or execs another program, a signal arrives
-    /// or the duration is over; samples the target's resident memory on the way if `rss`.
+    /// Streams events and takes execs and exits until the run is over, a signal arrives
+    /// or the duration is over; samples resident memory on the way if `rss`.
     async fn wait(
         &mut self,
-        ring: &mut AsyncFd<RingBuf<MapData>>,
-        pidfd: OwnedFd,
-        sink: &mut Sink,
-        pid: u32,
+        run: &mut Run<'_>,
+        rings: &mut Rings,
         rss: bool,
     ) -> anyhow::Result<End> {
-        let rss_of = rss.then_some(pid);
-        let exited = watch(pidfd).context("watching the target")?;
-        // The probes sit in this file: once the process runs another, nothing more comes.
-        let traced = process::executable(pid);
         let deadline = tokio::time::sleep(self.duration.unwrap_or(Duration::MAX));
         tokio::pin!(deadline);
         // A started command's first sample comes as soon as it runs its own program.
@@ -419,47 +886,38 @@ impl Ends {
         let mut refresh = tokio::time::interval(REFRESH);
         let mut poll = tokio::time::interval(POLL);
         loop {
+            if let Some(end) = run.over() {
+                return Ok(end);
+            }
             tokio::select! {
-                guard = ring.readable_mut() => {
+                // Execs first: a process stopped at its exec waits for them.
+                guard = rings.execs.readable_mut() => {
+                    let mut guard = guard.context("polling the exec reports")?;
+                    if run.read_execs(guard.get_inner_mut())? {
+                        guard.clear_ready();
+                    }
+                }
+                guard = rings.events.readable_mut() => {
                     let mut guard = guard.context("polling the ring buffer")?;
                     // Readiness is cleared only once the buffer is empty: the kernel wakes
                     // a reader only after it has caught up, so clearing early would stall.
-                    if sink.drain(guard.get_inner_mut(), BATCH)? {
+                    if run.drain(guard.get_inner_mut(), BATCH)? {
                         guard.clear_ready();
                     } else {
                         drop(guard);
-                        // Let signals, the deadline and the target's exit be seen under load.
+                        // Let signals, the deadline and exits be seen under load.
                         tokio::task::yield_now().await;
                     }
                 }
-                _ = rss_tick.tick(), if rss_of.is_some() => {
-                    if let Some(pid) = rss_of {
-                        sink.rss_sample(pid)?;
-                    }
-                }
+                Some(pid) = rings.exits.1.recv() => run.exited(pid, rings.events.get_mut())?,
+                _ = rss_tick.tick(), if rss => run.rss_sample()?,
                 _ = poll.tick() => {
-                    sink.drain(ring.get_mut(), BATCH)?;
+                    run.drain(rings.events.get_mut(), BATCH)?;
+                    run.read_execs(rings.execs.get_mut())?;
                 }
                 _ = refresh.tick() => {
-                    if let Some(end) = sink.refresh()? {
+                    if let Some(end) = run.refresh()? {
                         return Ok(end);
-                    }
-                    if let Some(now) = process::executable(pid).filter(|now| Some(now) != traced.as_ref()) {
-                        sink.live = None;
-                        note!("pid {pid} left the traced binary: it now runs {}", now.path.display());
-                        return Ok(End::LeftBinary);
-                    }
-                }
-                ready = exited.readable() => {
-                    let mut ready = ready.context("watching the target")?;
-                    if process::has_exited(pid, ready.get_inner()) {
-                        return Ok(End::Exited);
-                    }
-                    // Readable without an exit (seen on 6.12 guests under load): wait for
-                    // the next change rather than end a run whose target still runs.
-                    ready.clear_ready();
-                    if self.verbose {
-                        note!("pid {pid}: its pidfd was readable, but it still runs");
                     }
                 }
                 _ = self.sigint.recv() => return Ok(End::Interrupt),
@@ -498,191 +956,6 @@ const BATCH: usize = 4096;
 /// How often the live view redraws and exporters hear the run's status.
 const REFRESH: Duration = Duration::from_millis(250);
 
-/// How often the ring buffer is read without being woken: the eBPF programs wake the
+/// How often the ring buffers are read without being woken: the eBPF programs wake the
 /// reader only once a batch has built up.
 pub const POLL: Duration = Duration::from_millis(10);
-
-/// Where decoded events go.
-struct Sink {
-    layout: &'static Layout,
-    resolver: Resolver,
-    agg: Aggregate,
-    exporters: Vec<Box<dyn Exporter>>,
-    live: Option<LiveView>,
-    counters: Counters,
-    /// Where the kernel's stack walks may stop.
-    user_frames: UserFrames,
-    /// When the probes were in place.
-    started: Instant,
-    /// Map operations are counted in the kernel and read from there.
-    summary_only: bool,
-    undecodable: Undecodable,
-    /// Functions whose kernel totals were undecodable (noted once each).
-    bad_totals: Vec<u16>,
-    verbose: bool,
-}
-
-impl Sink {
-    fn status(&self) -> anyhow::Result<Status> {
-        Ok(Status {
-            elapsed: self.started.elapsed(),
-            events: self.agg.events + self.agg.kernel_calls.unwrap_or(0),
-            lost: self.counters.lost()?,
-            read_failures: self.counters.read_failures()?,
-        })
-    }
-
-    /// `--summary-only`: takes the kernel's per-map totals into the aggregate.
-    fn read_kernel_totals(&mut self) -> anyhow::Result<()> {
-        if !self.summary_only {
-            return Ok(());
-        }
-        let mut calls = Vec::new();
-        for (key, totals) in self.counters.totals()? {
-            if let Some(mut c) = events::decode_totals(&key, &totals, self.layout) {
-                c.map_type = self.resolver.type_name(totals.map_type);
-                calls.push(c);
-            } else if !self.bad_totals.contains(&key.function) {
-                // Read four times a second: each bad entry is noted once.
-                self.bad_totals.push(key.function);
-                let reason = self.undecodable.note(format_args!(
-                    "kernel totals of unknown function {}",
-                    key.function
-                ));
-                if self.verbose {
-                    note!("undecodable kernel totals: {reason}");
-                }
-            }
-        }
-        self.agg.set_kernel_calls(&calls);
-        Ok(())
-    }
-
-    /// The periodic update: exporters hear the status, the live view redraws and reads
-    /// its keys. The end it asks for: `q`, or a terminal that is gone (it fails to draw
-    /// or read), which is a hang-up like SIGHUP, whichever of the two comes first.
-    fn refresh(&mut self) -> anyhow::Result<Option<End>> {
-        self.read_kernel_totals()?;
-        let status = self.status()?;
-        for exporter in &mut self.exporters {
-            exporter.status(&status)?;
-        }
-        let Some(live) = &mut self.live else {
-            return Ok(None);
-        };
-        let action = live
-            .tick(&self.agg, &status)
-            .and_then(|()| live.keys(&self.agg, &status));
-        match action {
-            Ok(Action::Continue) => Ok(None),
-            Ok(Action::Quit) => Ok(Some(End::Quit)),
-            Err(_) => {
-                self.live = None;
-                Ok(Some(End::HangUp))
-            }
-        }
-    }
-
-    /// Hands up to `limit` records now in the ring buffer to the aggregate and the
-    /// exporters; true when it emptied the buffer.
-    fn drain(&mut self, ring: &mut RingBuf<MapData>, limit: usize) -> anyhow::Result<bool> {
-        let emptied = self.decode(ring, limit)?;
-        self.user_frames.add(&self.resolver.take_user_frames())?;
-        Ok(emptied)
-    }
-
-    /// [`Sink::drain`]'s decoding part.
-    fn decode(&mut self, ring: &mut RingBuf<MapData>, limit: usize) -> anyhow::Result<bool> {
-        for _ in 0..limit {
-            let Some(record) = ring.next() else {
-                return Ok(true);
-            };
-            match events::decode(&record, self.layout) {
-                Ok((mut event, raw)) => {
-                    self.resolver.resolve(&mut event, &raw);
-                    self.record(&event)?;
-                }
-                Err(e) => {
-                    let reason = self.undecodable.note(e);
-                    if self.verbose {
-                        note!("undecodable ring-buffer record: {reason}");
-                    }
-                }
-            }
-        }
-        Ok(false)
-    }
-
-    /// Flushes every export, then prints the summary: to standard error when the CSV
-    /// takes standard output. After a hang-up the terminal may be gone: the summary is
-    /// then written if it can be.
-    fn finish(mut self, info: &RunInfo, csv_to_stdout: bool, hung_up: bool) -> anyhow::Result<()> {
-        for exporter in &mut self.exporters {
-            exporter.finish()?;
-        }
-        let text = summary::render(&self.agg, info);
-        let written = if csv_to_stdout {
-            io::stderr().write_all(text.as_bytes())
-        } else {
-            let mut out = io::stdout();
-            out.write_all(text.as_bytes()).and_then(|()| out.flush())
-        };
-        match written {
-            Err(_) if hung_up => Ok(()),
-            other => other.context("writing the summary"),
-        }
-    }
-
-    fn record(&mut self, event: &TraceEvent) -> anyhow::Result<()> {
-        self.agg.record(event);
-        let events = self.agg.events;
-        for exporter in &mut self.exporters {
-            exporter.event(event).with_context(|| {
-                format!(
-                    "tracing stopped at event {events}, probes removed; the files hold the events written before it"
-                )
-            })?;
-        }
-        Ok(())
-    }
-
-    /// Records the target's `VmRSS` and `RssAnon` as `rss` events, if it is still there.
-    fn rss_sample(&mut self, pid: u32) -> anyhow::Result<()> {
-        let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-            .context("reading the monotonic clock")?;
-        let time_ns = u64::try_from(now.tv_sec()).unwrap_or(0) * 1_000_000_000
-            + u64::try_from(now.tv_nsec()).unwrap_or(0);
-        for (which, bytes) in process::resident_memory(pid) {
-            self.record(&TraceEvent {
-                detail: Some(Detail::Rss(which)),
-                rss_bytes: Some(bytes),
-                // Sampled by map-trace, not by a thread of the target: no tid.
-                ..TraceEvent::bare(EventKind::Rss, time_ns, pid, 0)
-            })?;
-        }
-        Ok(())
-    }
-}
-
-/// Timed calls over the plan's timed functions, listed per function with `-v`.
-fn timed_calls(plan: &Plan, counters: &Counters, verbose: bool) -> anyhow::Result<TimedCalls> {
-    let mut total = TimedCalls {
-        orphans: counters.orphan_returns()?,
-        ..TimedCalls::default()
-    };
-    let timed = plan.points.iter().filter(|p| p.role == Role::Entry);
-    for point in timed {
-        let c = counters.calls(point.cookie.function)?;
-        if verbose {
-            note!(
-                "timed {}: {} entered, {} returned",
-                point.function.symbol,
-                c.entered,
-                c.returned
-            );
-        }
-        total.entered += c.entered;
-        total.returned += c.returned;
-    }
-    Ok(total)
-}

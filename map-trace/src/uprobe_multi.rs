@@ -27,10 +27,11 @@ use aya_obj::generated::{
 
 use crate::bpf_syscall::{bpf_fd as bpf, zeroed_attr};
 
-/// Whether this kernel's multi-uprobe links can be used: they came in Linux 6.6, and until
-/// 6.10 their pid filter compared thread ids with the process id, so a process's other
-/// threads went unseen. (That fault cannot be probed without running a target's threads:
-/// the release decides, and a kernel without the links at all is caught when one is made.)
+/// Whether this kernel's multi-uprobe links are used: they came in Linux 6.6, and until
+/// 6.10 their pid filter compared thread ids with the process id. map-trace's links no
+/// longer filter by pid (the programs look the process up), but 6.6 – 6.9 were never
+/// tested here: the release decides, and a kernel without the links at all is caught
+/// when one is made.
 #[must_use]
 pub fn usable(release: &str) -> bool {
     let mut parts = release.split(['.', '-']).map(|p| p.parse::<u32>().ok());
@@ -47,19 +48,34 @@ pub struct Refused {
     pub log: String,
 }
 
-/// Loads program `name` of `object` (the object `ebpf` was loaded from) for multi-uprobe
-/// links, its map references pointing at `ebpf`'s maps.
-pub fn load(object: &[u8], ebpf: &Ebpf, name: &str) -> anyhow::Result<Result<OwnedFd, Refused>> {
+/// The descriptors of every map aya created for the object, by name: taken once after the
+/// load, before user space takes maps out of the [`Ebpf`] (which then no longer lists
+/// them). The descriptors stay owned by those maps, which live as long as the run.
+pub struct MapFds(Vec<(String, RawFd)>);
+
+impl MapFds {
+    pub fn of(ebpf: &Ebpf) -> anyhow::Result<Self> {
+        ebpf.maps()
+            .map(|(name, map)| Ok((name.to_owned(), map_fd(map)?)))
+            .collect::<anyhow::Result<_>>()
+            .map(Self)
+    }
+}
+
+/// Loads program `name` of `object` (the object `maps` were made for) for multi-uprobe
+/// links, its map references pointing at those maps.
+pub fn load(object: &[u8], maps: &MapFds, name: &str) -> anyhow::Result<Result<OwnedFd, Refused>> {
     let mut obj = aya_obj::Object::parse(object).context("parsing the eBPF object")?;
     // The object's own map definitions: aya matches relocations to maps by them.
     let definitions = obj.maps.clone();
-    let mut maps = Vec::new();
-    for (map_name, map) in ebpf.maps() {
+    let mut relocations = Vec::new();
+    for (map_name, fd) in &maps.0 {
         let definition = definitions
             .get(map_name)
             .with_context(|| format!("map {map_name} is not in the eBPF object"))?;
-        maps.push((map_name, map_fd(map)?, definition));
+        relocations.push((map_name.as_str(), *fd, definition));
     }
+    let maps = relocations;
     let text_sections: HashSet<usize> = obj.functions.keys().map(|(section, _)| *section).collect();
     obj.relocate_maps(maps.into_iter(), &text_sections)
         .context("relocating the eBPF object's maps")?;
@@ -132,13 +148,12 @@ fn prog_load(
 }
 
 /// One multi-uprobe link of `program` on `binary` at each file offset of `offsets`, with
-/// the matching cookie of `cookies`, in process `pid` only.
+/// the matching cookie of `cookies`, in every process that runs it.
 pub fn attach(
     program: BorrowedFd<'_>,
     binary: &Path,
     offsets: &[u64],
     cookies: &[u64],
-    pid: u32,
 ) -> io::Result<OwnedFd> {
     debug_assert_eq!(offsets.len(), cookies.len());
     let path = CString::new(binary.as_os_str().as_bytes())
@@ -155,7 +170,6 @@ pub fn attach(
     multi.cookies = cookies.as_ptr() as u64;
     multi.cnt =
         u32::try_from(offsets.len()).map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?;
-    multi.pid = pid;
     bpf(bpf_cmd::BPF_LINK_CREATE, &attr)
 }
 

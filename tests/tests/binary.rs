@@ -731,7 +731,11 @@ fn moduledata_and_type_offsets_match_dwarf() {
         };
         let md = "runtime.moduledata";
         let layout = runtime.layout.moduledata;
-        assert_eq!(field(md, "pcHeader"), goruntime::MODULEDATA_PCHEADER, "{v:?}");
+        assert_eq!(
+            field(md, "pcHeader"),
+            goruntime::MODULEDATA_PCHEADER,
+            "{v:?}"
+        );
         assert_eq!(
             field(md, "funcnametab"),
             goruntime::MODULEDATA_FUNCNAMETAB,

@@ -16,7 +16,7 @@ use std::{
 };
 
 use integration_tests::{GO_SWISS, build_go, map_trace_bin, proc_state};
-use map_trace::probes::MadvisePath;
+use map_trace::tracer::MadvisePath;
 
 const WAIT: Duration = Duration::from_mins(1);
 

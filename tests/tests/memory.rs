@@ -14,7 +14,7 @@ use std::{collections::HashMap, path::Path, process::Command, time::Duration};
 use integration_tests::{
     BuildMode, GO_CLASSIC, GO_SWISS, Program, Row, Tracer, build_go_mode, read_csv,
 };
-use map_trace::probes::MadvisePath;
+use map_trace::tracer::MadvisePath;
 use serde::Deserialize;
 
 const LIMIT: Duration = Duration::from_mins(2);

@@ -563,6 +563,18 @@ fn relative_relocations(file: &object::File<'_>) -> HashMap<u64, u64> {
         .collect()
 }
 
+impl BinaryError {
+    /// The file is no Go program at all (rather than a Go program map-trace cannot read):
+    /// for a launcher such as `sh` or `make` under `-- CMD`, expected.
+    #[must_use]
+    pub fn is_not_go(&self) -> bool {
+        matches!(
+            self,
+            BinaryError::NotElf { .. } | BinaryError::BuildVersion { .. }
+        )
+    }
+}
+
 impl GoBinary {
     /// The runtime a binary was built with: version from its build info (or the runtime's
     /// version string), flavour from its functions; the two must agree.

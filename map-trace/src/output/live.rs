@@ -1,9 +1,10 @@
 //! The live terminal view, shown while tracing when standard output is a terminal: a header
-//! about the run, a table of maps sorted by activity, and charts of events/s, RSS and madvise
-//! over time with GC cycles marked. Redrawn about four times a second from the aggregate.
+//! about the run, a table of maps of every traced process sorted by activity, and charts of
+//! events/s, RSS and madvise over time with GC cycles marked. Redrawn about four times a
+//! second from the aggregates.
 //!
-//! Keys: `q` (or Ctrl-C) quits, `s` cycles the sort, `/` filters by address or type, arrows
-//! and page keys scroll. `NO_COLOR` turns colours off.
+//! Keys: `q` (or Ctrl-C) quits, `s` cycles the sort, `/` filters by address, type, pid,
+//! executable or container, arrows and page keys scroll. `NO_COLOR` turns colours off.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -24,20 +25,20 @@ use ratatui::{
 
 use super::{Status, mib};
 use crate::{
-    aggregate::{Aggregate, MapStats},
-    goruntime::{Flavour, MapState},
+    aggregate::{Aggregates, MapStats},
+    goruntime::MapState,
+    model::Labels,
 };
 
 /// What the header says about the run; fixed once attached.
 #[derive(Clone, Debug)]
 pub struct Header {
-    pub pid: u32,
-    pub binary: String,
-    pub go_version: String,
-    pub flavour: Flavour,
+    /// Uprobes when the view started.
     pub probes: usize,
     /// `kprobe` or `tracepoint`; `None` when madvise is not traced.
     pub madvise: Option<&'static str>,
+    /// Every Go process of the host (`--all`).
+    pub all: bool,
 }
 
 /// How the map table is ordered; `s` cycles through them.
@@ -78,8 +79,8 @@ impl Sort {
 struct Sample {
     at: Instant,
     events: u64,
-    /// Per map: assigns and deletes so far.
-    ops: HashMap<u64, (u64, u64)>,
+    /// Per process and map: assigns and deletes so far.
+    ops: HashMap<(u32, u64), (u64, u64)>,
     rss: Option<u64>,
     given_back: u64,
     gc_starts: u64,
@@ -101,7 +102,7 @@ pub enum Action {
 #[derive(Debug)]
 struct Controls {
     sort: Sort,
-    /// Rows whose address or type contains this.
+    /// Rows whose address, type, pid, executable or container contains this.
     filter: String,
     /// While `/` is being typed: the text so far.
     editing: Option<String>,
@@ -158,12 +159,19 @@ impl Controls {
         Action::Continue
     }
 
-    fn shows(&self, addr: u64, m: &MapStats) -> bool {
-        self.filter.is_empty()
-            || format!("{addr:#x}").contains(&self.filter)
+    fn shows(&self, labels: &Labels, addr: u64, m: &MapStats) -> bool {
+        let f = &self.filter;
+        f.is_empty()
+            || format!("{addr:#x}").contains(f)
             || m.map_type
                 .as_deref()
-                .is_some_and(|t| t.to_lowercase().contains(&self.filter))
+                .is_some_and(|t| t.to_lowercase().contains(f))
+            || labels.pid.to_string() == *f
+            || labels.exe.to_lowercase().contains(f)
+            || labels
+                .container
+                .as_deref()
+                .is_some_and(|c| c.starts_with(f.as_str()))
     }
 }
 
@@ -192,7 +200,7 @@ impl LiveView {
     }
 
     /// Handles every key pressed since the last call (and resizes, by redrawing).
-    pub fn keys(&mut self, agg: &Aggregate, status: &Status) -> io::Result<Action> {
+    pub fn keys(&mut self, agg: &Aggregates, status: &Status) -> io::Result<Action> {
         let mut redraw = false;
         while event::poll(Duration::ZERO)? {
             match event::read()? {
@@ -213,26 +221,34 @@ impl LiveView {
     }
 
     /// Takes a sample of the run and redraws.
-    pub fn tick(&mut self, agg: &Aggregate, status: &Status) -> io::Result<()> {
+    pub fn tick(&mut self, aggs: &Aggregates, status: &Status) -> io::Result<()> {
+        let live = || aggs.processes.values().filter(|p| p.live);
         self.samples.push_back(Sample {
             at: Instant::now(),
             events: status.events,
-            ops: agg
-                .maps
+            ops: aggs
+                .processes
                 .iter()
-                .map(|(a, m)| (*a, (m.assigns, m.deletes)))
+                .flat_map(|(pid, p)| {
+                    p.agg
+                        .maps
+                        .iter()
+                        .map(|(a, m)| ((*pid, *a), (m.assigns, m.deletes)))
+                })
                 .collect(),
-            rss: agg.rss.get("VmRSS").map(|r| r.last),
-            given_back: agg.given_back,
-            gc_starts: agg.gc.starts,
+            rss: live()
+                .filter_map(|p| p.agg.rss.get("VmRSS").map(|r| r.last))
+                .reduce(|a, b| a + b),
+            given_back: aggs.processes.values().map(|p| p.agg.given_back).sum(),
+            gc_starts: aggs.processes.values().map(|p| p.agg.gc.starts).sum(),
         });
         if self.samples.len() > HISTORY {
             self.samples.pop_front();
         }
-        self.render(agg, status)
+        self.render(aggs, status)
     }
 
-    fn render(&mut self, agg: &Aggregate, status: &Status) -> io::Result<()> {
+    fn render(&mut self, agg: &Aggregates, status: &Status) -> io::Result<()> {
         let view = View {
             header: &self.header,
             controls: &self.controls,
@@ -295,12 +311,12 @@ impl View<'_> {
         delta / secs
     }
 
-    fn map_rates(&self, addr: u64) -> (f64, f64) {
-        let ops = |s: &Sample| s.ops.get(&addr).copied().unwrap_or_default();
+    fn map_rates(&self, pid: u32, addr: u64) -> (f64, f64) {
+        let ops = |s: &Sample| s.ops.get(&(pid, addr)).copied().unwrap_or_default();
         (self.rate(|s| ops(s).0), self.rate(|s| ops(s).1))
     }
 
-    fn draw(&self, frame: &mut Frame, agg: &Aggregate, status: &Status) {
+    fn draw(&self, frame: &mut Frame, agg: &Aggregates, status: &Status) {
         let [head, table, charts, foot] = Layout::vertical([
             Constraint::Length(4),
             Constraint::Min(4),
@@ -308,17 +324,46 @@ impl View<'_> {
             Constraint::Length(1),
         ])
         .areas(frame.area());
-        self.draw_header(frame, head, status);
+        self.draw_header(frame, head, agg, status);
         self.draw_table(frame, table, agg);
         self.draw_charts(frame, charts, agg);
         self.draw_footer(frame, foot);
     }
 
-    fn draw_header(&self, frame: &mut Frame, area: Rect, status: &Status) {
+    fn draw_header(&self, frame: &mut Frame, area: Rect, aggs: &Aggregates, status: &Status) {
         let h = self.header;
-        let binary = Path::new(&h.binary)
-            .file_name()
-            .map_or(h.binary.clone(), |n| n.to_string_lossy().into_owned());
+        let live: Vec<&Labels> = aggs
+            .processes
+            .values()
+            .filter(|p| p.live)
+            .map(|p| &*p.labels)
+            .collect();
+        let who = match live.as_slice() {
+            [one] if !h.all => {
+                let binary = Path::new(&one.exe)
+                    .file_name()
+                    .map_or(one.exe.clone(), |n| n.to_string_lossy().into_owned());
+                let container = one
+                    .container
+                    .as_deref()
+                    .map(|c| format!("  container {}", short_id(c)))
+                    .unwrap_or_default();
+                format!(
+                    "pid {}  {binary}  {}  {} maps{container}",
+                    one.pid, one.go_version, one.flavour
+                )
+            }
+            _ => format!(
+                "{} processes traced ({} so far){}",
+                live.len(),
+                aggs.processes.len(),
+                if h.all {
+                    ", every Go process (--all)"
+                } else {
+                    ""
+                }
+            ),
+        };
         let madvise = h.madvise.map_or_else(
             || "madvise not traced".to_owned(),
             |m| format!("madvise via {m}"),
@@ -329,10 +374,7 @@ impl View<'_> {
             Style::new()
         };
         let lines = vec![
-            Line::from(format!(
-                "pid {}  {binary}  {}  {} maps  {} probes  {madvise}",
-                h.pid, h.go_version, h.flavour, h.probes
-            )),
+            Line::from(format!("{who}  {} probes  {madvise}", h.probes)),
             Line::from(vec![
                 Span::raw(format!(
                     "events/s {:.0}  events {}  ",
@@ -355,27 +397,33 @@ impl View<'_> {
         frame.render_widget(Paragraph::new(lines).block(block), area);
     }
 
-    fn sorted<'m>(&self, agg: &'m Aggregate) -> Vec<(u64, &'m MapStats, (f64, f64))> {
-        let mut rows: Vec<_> = agg
-            .maps
-            .iter()
-            .filter(|(a, m)| self.controls.shows(**a, m))
-            .map(|(a, m)| (*a, m, self.map_rates(*a)))
+    fn sorted<'m>(&self, aggs: &'m Aggregates) -> Vec<MapRow<'m>> {
+        let mut rows: Vec<MapRow<'m>> = aggs
+            .processes
+            .values()
+            .flat_map(|p| p.agg.maps.iter().map(move |(a, m)| (&*p.labels, *a, m)))
+            .filter(|(l, a, m)| self.controls.shows(l, *a, m))
+            .map(|(l, a, m)| MapRow {
+                labels: l,
+                addr: a,
+                stats: m,
+                rates: self.map_rates(l.pid, a),
+            })
             .collect();
         let ops = |m: &MapStats| m.assigns + m.deletes + m.clears;
         rows.sort_by(|a, b| match self.controls.sort {
-            Sort::Activity => (b.2.0 + b.2.1)
-                .total_cmp(&(a.2.0 + a.2.1))
-                .then(ops(b.1).cmp(&ops(a.1))),
-            Sort::Grows => b.1.grow_count().cmp(&a.1.grow_count()),
-            Sort::WorstGrow => b.1.grow_time.worst_ns.cmp(&a.1.grow_time.worst_ns),
-            Sort::Count => count(b.1).cmp(&count(a.1)),
-            Sort::Address => a.0.cmp(&b.0),
+            Sort::Activity => (b.rates.0 + b.rates.1)
+                .total_cmp(&(a.rates.0 + a.rates.1))
+                .then(ops(b.stats).cmp(&ops(a.stats))),
+            Sort::Grows => b.stats.grow_count().cmp(&a.stats.grow_count()),
+            Sort::WorstGrow => b.stats.grow_time.worst_ns.cmp(&a.stats.grow_time.worst_ns),
+            Sort::Count => count(b.stats).cmp(&count(a.stats)),
+            Sort::Address => (a.labels.pid, a.addr).cmp(&(b.labels.pid, b.addr)),
         });
         rows
     }
 
-    fn draw_table(&self, frame: &mut Frame, area: Rect, agg: &Aggregate) {
+    fn draw_table(&self, frame: &mut Frame, area: Rect, agg: &Aggregates) {
         let rows = self.sorted(agg);
         let visible = usize::from(area.height.saturating_sub(3));
         let first = self
@@ -386,10 +434,12 @@ impl View<'_> {
             .iter()
             .skip(first)
             .take(visible)
-            .map(|(addr, m, (assigns, deletes))| {
+            .map(|row| {
+                let (m, (assigns, deletes)) = (row.stats, row.rates);
                 let growing = m.evacuation().map(|(done, of)| format!("evac {done}/{of}"));
                 Row::new(vec![
-                    Cell::from(format!("{addr:#x}")),
+                    Cell::from(row.labels.pid.to_string()),
+                    Cell::from(format!("{:#x}", row.addr)),
                     Cell::from(m.map_type.as_deref().unwrap_or("?").to_owned()),
                     Cell::from(m.last_state.map_or("-".into(), |s| s.count().to_string())),
                     Cell::from(size(m)),
@@ -409,6 +459,7 @@ impl View<'_> {
             })
             .collect();
         let header = Row::new(vec![
+            "pid",
             "map",
             "type",
             "count",
@@ -423,6 +474,7 @@ impl View<'_> {
         ])
         .style(self.style(Color::Cyan).add_modifier(Modifier::BOLD));
         let widths = [
+            Constraint::Length(8),
             Constraint::Length(15),
             Constraint::Min(24),
             Constraint::Length(8),
@@ -448,7 +500,8 @@ impl View<'_> {
         frame.render_widget(table, area);
     }
 
-    fn draw_charts(&self, frame: &mut Frame, area: Rect, agg: &Aggregate) {
+    fn draw_charts(&self, frame: &mut Frame, area: Rect, aggs: &Aggregates) {
+        let given_back: u64 = aggs.processes.values().map(|p| p.agg.given_back).sum();
         let [events, rss, madvise] = Layout::horizontal([Constraint::Ratio(1, 3); 3]).areas(area);
         let width = usize::from(events.width.saturating_sub(2));
         let recent: Vec<&Sample> = {
@@ -504,8 +557,7 @@ impl View<'_> {
                 .data(per_tick(|s| s.given_back))
                 .style(self.style(Color::Yellow))
                 .block(
-                    Block::bordered()
-                        .title(format!(" madvise given back {} ", mib(agg.given_back))),
+                    Block::bordered().title(format!(" madvise given back {} ", mib(given_back))),
                 ),
             madvise,
         );
@@ -513,7 +565,9 @@ impl View<'_> {
 
     fn draw_footer(&self, frame: &mut Frame, area: Rect) {
         let text = match &self.controls.editing {
-            Some(text) => format!("filter (address or type, Enter applies, Esc cancels): {text}_"),
+            Some(text) => format!(
+                "filter (address, type, pid, executable or container; Enter applies, Esc cancels): {text}_"
+            ),
             None if self.controls.filter.is_empty() => {
                 "q quit  s sort  / filter  ↑↓ PgUp PgDn scroll".to_owned()
             }
@@ -527,6 +581,20 @@ impl View<'_> {
             area,
         );
     }
+}
+
+/// One row of the map table.
+struct MapRow<'m> {
+    labels: &'m Labels,
+    addr: u64,
+    stats: &'m MapStats,
+    /// Assigns and deletes per second.
+    rates: (f64, f64),
+}
+
+/// A container id as `docker ps` shows it: its first 12 digits.
+fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
 }
 
 fn inner(area: Rect) -> Rect {
@@ -571,8 +639,24 @@ fn worst(ns: u64) -> String {
 mod tests {
     use ratatui::{Terminal, backend::TestBackend};
 
+    use std::sync::Arc;
+
     use super::*;
-    use crate::{events::TraceEvent, goruntime::MapState};
+    use crate::{
+        events::TraceEvent,
+        goruntime::{Flavour, MapState},
+    };
+
+    fn labels(pid: u32, container: Option<&str>) -> Labels {
+        Labels {
+            pid,
+            exe: "/srv/app".into(),
+            go_version: "go1.21.13".into(),
+            flavour: Flavour::Classic,
+            container: container.map(str::to_owned),
+            probes: 12,
+        }
+    }
 
     fn press(c: &mut Controls, code: KeyCode) -> Action {
         c.key(KeyEvent::new(code, KeyModifiers::NONE))
@@ -597,9 +681,18 @@ mod tests {
         press(&mut c, KeyCode::Enter);
         assert_eq!(c.filter, "map[string");
         let mut m = MapStats::default();
-        assert!(!c.shows(0x10, &m));
+        let l = labels(42, None);
+        assert!(!c.shows(&l, 0x10, &m));
         m.map_type = Some("map[string]int".into());
-        assert!(c.shows(0x10, &m));
+        assert!(c.shows(&l, 0x10, &m));
+        // By pid (whole), executable (part) or container (its start).
+        let id = "4f".repeat(32);
+        for (filter, shown) in [("42", true), ("4", false), ("srv/a", true), ("4f4f", false)] {
+            c.filter = filter.into();
+            assert_eq!(c.shows(&l, 0x10, &MapStats::default()), shown, "{filter}");
+        }
+        c.filter = "4f4f".into();
+        assert!(c.shows(&labels(7, Some(&id)), 0x10, &MapStats::default()));
         press(&mut c, KeyCode::Esc);
         assert!(c.filter.is_empty());
         press(&mut c, KeyCode::Down);
@@ -615,12 +708,14 @@ mod tests {
 
     #[test]
     fn draws_header_maps_and_charts() {
-        let mut agg = Aggregate::default();
+        let mut aggs = Aggregates::default();
+        let id = "ab".repeat(32);
+        aggs.traced(Arc::new(labels(42, Some(&id))));
         for kind in [
             map_trace_common::EventKind::Assign,
             map_trace_common::EventKind::Assign,
         ] {
-            agg.record(&TraceEvent {
+            aggs.record(&TraceEvent {
                 map_type: Some("map[string]int".into()),
                 state: Some(MapState::Classic {
                     count: 40,
@@ -630,16 +725,14 @@ mod tests {
                     same_size: false,
                     nevacuate: 2,
                 }),
+                pid: 42,
                 ..TraceEvent::sample(kind, 0xc000_1000, None)
             });
         }
         let header = Header {
-            pid: 42,
-            binary: "/srv/app".into(),
-            go_version: "go1.21.13".into(),
-            flavour: Flavour::Classic,
             probes: 12,
             madvise: Some("tracepoint"),
+            all: false,
         };
         let controls = Controls::new();
         let now = Instant::now();
@@ -647,7 +740,7 @@ mod tests {
             .map(|i| Sample {
                 at: now + Duration::from_millis(500 * i),
                 events: 100 * i,
-                ops: HashMap::from([(0xc000_1000, (50 * i, 0))]),
+                ops: HashMap::from([((42, 0xc000_1000), (50 * i, 0))]),
                 rss: Some(8 << 20),
                 given_back: 0,
                 gc_starts: i / 2,
@@ -665,7 +758,7 @@ mod tests {
             ..Status::default()
         };
         let mut terminal = Terminal::new(TestBackend::new(150, 24)).unwrap();
-        terminal.draw(|f| view.draw(f, &agg, &status)).unwrap();
+        terminal.draw(|f| view.draw(f, &aggs, &status)).unwrap();
         let screen: String = terminal
             .backend()
             .buffer()
@@ -679,7 +772,7 @@ mod tests {
             })
             .collect();
         for want in [
-            "pid 42  app  go1.21.13  classic maps  12 probes  madvise via tracepoint",
+            "pid 42  app  go1.21.13  classic maps  container abababababab  12 probes  madvise via tracepoint",
             "events/s 200",
             "assign/s",
             "lost 0",

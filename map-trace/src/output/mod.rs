@@ -9,11 +9,11 @@ pub mod prometheus;
 pub mod record;
 pub mod summary;
 
-use std::{fs::File, io, path::Path, time::Duration};
+use std::{fs::File, io, path::Path, sync::Arc, time::Duration};
 
 use map_trace_common::ReadFailures;
 
-use crate::events::TraceEvent;
+use crate::{events::TraceEvent, model::Labels};
 
 /// Bytes as MiB with one decimal, for people.
 pub(crate) fn mib(bytes: u64) -> String {
@@ -54,6 +54,9 @@ pub struct Status {
 
 /// A per-event output.
 pub trait Exporter {
+    /// A process is traced from now on: exporters that label by process learn who it is
+    /// (its events carry only its pid).
+    fn process(&mut self, _labels: &Arc<Labels>) {}
     fn event(&mut self, event: &TraceEvent) -> anyhow::Result<()>;
     /// The run's progress; exporters that publish totals (lost events) take them here.
     fn status(&mut self, _status: &Status) -> anyhow::Result<()> {

@@ -33,7 +33,10 @@ use prometheus_client::{
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::{Exporter, Status};
-use crate::events::{Detail, TraceEvent};
+use crate::{
+    events::{Detail, TraceEvent},
+    model::Labels,
+};
 
 /// Upper bounds of the duration buckets, in seconds: 1 µs to 100 ms, where grows and
 /// evacuations fall.
@@ -48,8 +51,20 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// The content type of what `prometheus_client`'s text encoder writes.
 const CONTENT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// Which process a series is of: map addresses repeat across processes, and a pid alone
+/// says little on a dashboard.
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProcessLabels {
+    pid: String,
+    exe: String,
+    /// Empty outside containers.
+    container: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MapLabels {
+    #[prometheus(flatten)]
+    process: ProcessLabels,
     map: String,
     /// The map's Go type, empty where the binary does not name it.
     r#type: String,
@@ -57,21 +72,34 @@ struct MapLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MapEventLabels {
-    map: String,
-    r#type: String,
+    #[prometheus(flatten)]
+    map: MapLabels,
     event: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AdviceLabels {
+    #[prometheus(flatten)]
+    process: ProcessLabels,
     advice: String,
 }
 
-/// For RSS samples (`VmRSS`, `RssAnon`) and failed reads (`goid`, `key`, …).
+/// For RSS samples (`VmRSS`, `RssAnon`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProcessKindLabels {
+    #[prometheus(flatten)]
+    process: ProcessLabels,
+    kind: &'static str,
+}
+
+/// For failed reads (`goid`, `key`, …), counted over the run.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
 }
+
+/// For per-process counters.
+type ProcessFamily = Family<ProcessLabels, Counter>;
 
 type DurationFamily = Family<MapLabels, Histogram, fn() -> Histogram>;
 
@@ -90,9 +118,9 @@ struct Metrics {
     read_failures: Family<KindLabels, Counter>,
     madvise_calls: Family<AdviceLabels, Counter>,
     madvise_bytes: Family<AdviceLabels, Counter>,
-    given_back: Counter,
-    gc_cycles: Counter,
-    rss: Family<KindLabels, Gauge>,
+    given_back: ProcessFamily,
+    gc_cycles: ProcessFamily,
+    rss: Family<ProcessKindLabels, Gauge>,
 }
 
 impl Metrics {
@@ -107,8 +135,8 @@ impl Metrics {
             read_failures: Family::default(),
             madvise_calls: Family::default(),
             madvise_bytes: Family::default(),
-            given_back: Counter::default(),
-            gc_cycles: Counter::default(),
+            given_back: Family::default(),
+            gc_cycles: Family::default(),
             rss: Family::default(),
         };
         r.register(
@@ -176,7 +204,9 @@ pub struct PrometheusExporter {
     metrics: Metrics,
     /// Each map's Go type as first named: events that do not carry it (grows) keep the
     /// map's series.
-    types: HashMap<u64, Arc<str>>,
+    types: HashMap<(u32, u64), Arc<str>>,
+    /// Each traced process's labels, by pid.
+    processes: HashMap<u32, ProcessLabels>,
     /// The ring buffer's lost events as last reported.
     lost: u64,
     /// Failed reads as last reported.
@@ -216,21 +246,35 @@ impl PrometheusExporter {
         Ok(Self {
             metrics,
             types: HashMap::new(),
+            processes: HashMap::new(),
             lost: 0,
             read_failures: ReadFailures::default(),
             server,
         })
     }
 
+    fn process_labels(&self, pid: u32) -> ProcessLabels {
+        self.processes
+            .get(&pid)
+            .cloned()
+            .unwrap_or_else(|| ProcessLabels {
+                pid: pid.to_string(),
+                ..ProcessLabels::default()
+            })
+    }
+
     fn map_labels(&mut self, map: u64, e: &TraceEvent) -> MapLabels {
         if let Some(t) = &e.map_type {
-            self.types.entry(map).or_insert_with(|| Arc::clone(t));
+            self.types
+                .entry((e.pid, map))
+                .or_insert_with(|| Arc::clone(t));
         }
         MapLabels {
+            process: self.process_labels(e.pid),
             map: format!("{map:#x}"),
             r#type: self
                 .types
-                .get(&map)
+                .get(&(e.pid, map))
                 .map(ToString::to_string)
                 .unwrap_or_default(),
         }
@@ -241,8 +285,7 @@ impl PrometheusExporter {
         let m = &self.metrics;
         m.map_events
             .get_or_create(&MapEventLabels {
-                map: labels.map.clone(),
-                r#type: labels.r#type.clone(),
+                map: labels.clone(),
                 event: e.kind.name(),
             })
             .inc();
@@ -261,11 +304,24 @@ impl PrometheusExporter {
 }
 
 impl Exporter for PrometheusExporter {
+    fn process(&mut self, labels: &Arc<Labels>) {
+        self.processes.insert(
+            labels.pid,
+            ProcessLabels {
+                pid: labels.pid.to_string(),
+                exe: labels.exe.clone(),
+                container: labels.container.clone().unwrap_or_default(),
+            },
+        );
+    }
+
     fn event(&mut self, e: &TraceEvent) -> anyhow::Result<()> {
         self.metrics.events.inc();
         match (e.kind, e.map, e.madvise, e.detail) {
             (EventKind::Madvise, _, Some(m), _) => {
+                let process = self.process_labels(e.pid);
                 let advice = AdviceLabels {
+                    process: process.clone(),
                     advice: m.advice_text(),
                 };
                 self.metrics.madvise_calls.get_or_create(&advice).inc();
@@ -274,17 +330,25 @@ impl Exporter for PrometheusExporter {
                     .get_or_create(&advice)
                     .inc_by(m.len);
                 if m.gives_back() {
-                    self.metrics.given_back.inc_by(m.len);
+                    self.metrics
+                        .given_back
+                        .get_or_create(&process)
+                        .inc_by(m.len);
                 }
             }
             (EventKind::Gc, _, _, Some(Detail::GcStart(_))) => {
-                self.metrics.gc_cycles.inc();
+                let process = self.process_labels(e.pid);
+                self.metrics.gc_cycles.get_or_create(&process).inc();
             }
             (EventKind::Rss, _, _, Some(Detail::Rss(kind))) => {
                 if let Some(bytes) = e.rss_bytes {
+                    let labels = ProcessKindLabels {
+                        process: self.process_labels(e.pid),
+                        kind,
+                    };
                     self.metrics
                         .rss
-                        .get_or_create(&KindLabels { kind })
+                        .get_or_create(&labels)
                         .set(gauge_value(bytes));
                 }
             }
@@ -437,6 +501,15 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let mut p = PrometheusExporter::serve(listener).unwrap();
+        let id = "c0ffee".repeat(10) + "abcd";
+        p.process(&Arc::new(Labels {
+            pid: 1,
+            exe: "/srv/app".into(),
+            go_version: "go1.26.6".into(),
+            flavour: crate::goruntime::Flavour::Swiss,
+            container: Some(id.clone()),
+            probes: 3,
+        }));
         for e in events() {
             p.event(&e).unwrap();
         }
@@ -459,7 +532,8 @@ mod tests {
         assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
         assert!(head.contains(CONTENT), "{head}");
         let lines: Vec<&str> = body.lines().collect();
-        let m = r#"map="0xc0000100",type="map[string]int""#;
+        let process = format!(r#"pid="1",exe="/srv/app",container="{id}""#);
+        let m = format!(r#"{process},map="0xc0000100",type="map[string]int""#);
         for want in [
             format!(r#"map_trace_map_events_total{{{m},event="assign"}} 2"#),
             format!(r#"map_trace_map_events_total{{{m},event="delete"}} 1"#),
@@ -472,11 +546,11 @@ mod tests {
             "map_trace_lost_events_total 4".to_owned(),
             r#"map_trace_read_failures_total{kind="key"} 2"#.to_owned(),
             r#"map_trace_read_failures_total{kind="goid"} 0"#.to_owned(),
-            r#"map_trace_madvise_calls_total{advice="DONTNEED"} 1"#.to_owned(),
-            r#"map_trace_madvise_bytes_total{advice="DONTNEED"} 8192"#.to_owned(),
-            "map_trace_madvise_given_back_bytes_total 8192".to_owned(),
-            "map_trace_gc_cycles_total 1".to_owned(),
-            r#"map_trace_rss_bytes{kind="VmRSS"} 4194304"#.to_owned(),
+            format!(r#"map_trace_madvise_calls_total{{{process},advice="DONTNEED"}} 1"#),
+            format!(r#"map_trace_madvise_bytes_total{{{process},advice="DONTNEED"}} 8192"#),
+            format!("map_trace_madvise_given_back_bytes_total{{{process}}} 8192"),
+            format!("map_trace_gc_cycles_total{{{process}}} 1"),
+            format!(r#"map_trace_rss_bytes{{{process},kind="VmRSS"}} 4194304"#),
             "# EOF".to_owned(),
         ] {
             assert!(lines.contains(&want.as_str()), "no `{want}` in:\n{body}");

@@ -6,21 +6,23 @@ use map_trace_common::{ReadFailure, ReadFailures};
 
 use super::mib;
 use crate::{
-    aggregate::{Aggregate, MapStats, SWISS_GROUP_SLOTS},
+    aggregate::{Aggregate, Aggregates, MapStats, SWISS_GROUP_SLOTS},
     events::Undecodable,
-    goruntime::{Flavour, MapState},
-    model::Timing,
+    goruntime::MapState,
+    model::{Labels, Timing},
 };
 
-/// Facts about the run that the summary states besides the aggregate.
+/// Facts about the run that the summary states besides the aggregates.
 #[derive(Debug)]
 pub struct RunInfo {
-    pub pid: u32,
-    pub go_version: String,
-    pub flavour: Flavour,
+    /// Uprobes in place at the end.
     pub probes: usize,
     pub elapsed: Duration,
     pub lost: u64,
+    /// Execs and forks the kernel had no room to report: processes that may be unseen.
+    pub lost_processes: u64,
+    /// Processes looked at and not traced.
+    pub passed_over: u64,
     pub undecodable: Undecodable,
     pub read_failures: ReadFailures,
     pub calls: TimedCalls,
@@ -34,6 +36,14 @@ pub struct TimedCalls {
     pub returned: u64,
     /// Returns without an entry: calls already running when the probes were attached.
     pub orphans: u64,
+}
+
+impl TimedCalls {
+    pub fn add(&mut self, other: &TimedCalls) {
+        self.entered += other.entered;
+        self.returned += other.returned;
+        self.orphans += other.orphans;
+    }
 }
 
 fn ms(ns: u64) -> String {
@@ -159,16 +169,86 @@ fn bound(i: usize) -> String {
     }
 }
 
+/// The summary: one block per traced process, then the run's own figures.
 #[must_use]
-pub fn render(agg: &Aggregate, run: &RunInfo) -> String {
+pub fn render(aggs: &Aggregates, run: &RunInfo) -> String {
     let mut s = String::new();
+    if aggs.processes.is_empty() {
+        let _ = writeln!(
+            s,
+            "map-trace: no Go process was traced in {:.1} s ({} passed over; -v says why)",
+            run.elapsed.as_secs_f64(),
+            run.passed_over
+        );
+    }
+    for p in aggs.processes.values() {
+        render_process(&mut s, &p.labels, &p.agg, run);
+    }
+    if aggs.processes.len() > 1 {
+        let passed = if run.passed_over > 0 {
+            format!(", {} processes passed over (-v says why)", run.passed_over)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            s,
+            "all {} processes: {} events{passed}",
+            aggs.processes.len(),
+            aggs.events
+        );
+    }
+    let c = run.calls;
+    // A stop turns every program off at once: calls then running return unseen.
+    let running = match c.entered.saturating_sub(c.returned) {
+        0 => String::new(),
+        n => format!(", {n} still running at the end"),
+    };
     let _ = writeln!(
         s,
-        "map-trace: pid {} ({}, {} maps), {} probes, {:.1} s, {} events{}",
-        run.pid,
-        run.go_version,
-        run.flavour,
-        run.probes,
+        "timed calls: {} entered, {} returned, {} returns without entry{running}",
+        c.entered, c.returned, c.orphans
+    );
+    let _ = writeln!(s, "lost events: {}", run.lost);
+    if run.lost_processes > 0 {
+        let _ = writeln!(
+            s,
+            "lost process reports: {} (execs or forks the kernel had no room to report: those processes may be untraced)",
+            run.lost_processes
+        );
+    }
+    // Said only when it happened: a clean run's summary stays short.
+    if run.read_failures.iter().any(|&n| n > 0) {
+        let _ = writeln!(
+            s,
+            "failed reads of the target's memory: {} (those fields are left empty)",
+            read_failure_list(&run.read_failures, false)
+        );
+    }
+    if let Some(first) = &run.undecodable.first {
+        let _ = writeln!(
+            s,
+            "undecodable records: {} (first: {first}; -v lists each)",
+            run.undecodable.count
+        );
+    }
+    s
+}
+
+/// One process's block: who it is, its maps, their totals, and its memory story.
+fn render_process(s: &mut String, l: &Labels, agg: &Aggregate, run: &RunInfo) {
+    let container = l
+        .container
+        .as_ref()
+        .map(|c| format!(", container {c}"))
+        .unwrap_or_default();
+    let _ = writeln!(
+        s,
+        "map-trace: pid {} ({}, {} maps), exe {}{container}, {} probes, {:.1} s, {} events{}",
+        l.pid,
+        l.go_version,
+        l.flavour,
+        l.exe,
+        l.probes,
         run.elapsed.as_secs_f64(),
         agg.events,
         agg.kernel_calls
@@ -189,7 +269,7 @@ pub fn render(agg: &Aggregate, run: &RunInfo) -> String {
             s,
             "{:<18} {:<8} {:>10} {:>10} {:>8} {:>10} {:>6} {:>8}",
             format!("{addr:#x}"),
-            run.flavour.to_string(),
+            l.flavour.to_string(),
             m.assigns,
             m.deletes,
             m.clears,
@@ -221,35 +301,7 @@ pub fn render(agg: &Aggregate, run: &RunInfo) -> String {
     if let Some(g) = growth(&t, in_gc) {
         let _ = writeln!(s, "    {g}");
     }
-    let c = run.calls;
-    // A stop turns every program off at once: calls then running return unseen.
-    let running = match c.entered.saturating_sub(c.returned) {
-        0 => String::new(),
-        n => format!(", {n} still running at the end"),
-    };
-    let _ = writeln!(
-        s,
-        "timed calls: {} entered, {} returned, {} returns without entry{running}",
-        c.entered, c.returned, c.orphans
-    );
-    memory(&mut s, agg);
-    let _ = writeln!(s, "lost events: {}", run.lost);
-    // Said only when it happened: a clean run's summary stays short.
-    if run.read_failures.iter().any(|&n| n > 0) {
-        let _ = writeln!(
-            s,
-            "failed reads of the target's memory: {} (those fields are left empty)",
-            read_failure_list(&run.read_failures, false)
-        );
-    }
-    if let Some(first) = &run.undecodable.first {
-        let _ = writeln!(
-            s,
-            "undecodable records: {} (first: {first}; -v lists each)",
-            run.undecodable.count
-        );
-    }
-    s
+    memory(s, agg);
 }
 
 /// `goid 2, stack 5`: failed reads per kind, in [`ReadFailure::ALL`]'s order; zeros too
@@ -311,12 +363,15 @@ mod tests {
     use map_trace_common::EventKind;
 
     use super::*;
-    use crate::events::{Detail, Madvise, TraceEvent};
+    use crate::{
+        events::{Detail, Madvise, TraceEvent},
+        goruntime::Flavour,
+    };
 
     #[test]
     fn failed_reads_and_calls_cut_by_the_stop_are_said() {
         let agg = Aggregate::default();
-        let quiet = render(&agg, &run());
+        let quiet = render(&one(agg.clone(), Flavour::Swiss), &run());
         assert!(!quiet.contains("failed reads"), "{quiet}");
         assert!(!quiet.contains("still running"), "{quiet}");
         let mut read_failures = ReadFailures::default();
@@ -331,7 +386,7 @@ mod tests {
             },
             ..run()
         };
-        let text = render(&agg, &info);
+        let text = render(&one(agg.clone(), Flavour::Swiss), &info);
         assert!(
             text.contains(
                 "failed reads of the target's memory: goid 2, stack 5 (those fields are left empty)"
@@ -344,14 +399,30 @@ mod tests {
         );
     }
 
+    /// One process's aggregate, as the run's only process.
+    fn one(agg: Aggregate, flavour: Flavour) -> Aggregates {
+        let mut aggs = Aggregates::default();
+        aggs.traced(std::sync::Arc::new(Labels {
+            pid: 1,
+            exe: "/srv/app".into(),
+            go_version: "go1.26.6".into(),
+            flavour,
+            container: None,
+            probes: 3,
+        }));
+        if let Some(p) = aggs.processes.get_mut(&1) {
+            p.agg = agg;
+        }
+        aggs
+    }
+
     fn run() -> RunInfo {
         RunInfo {
-            pid: 1,
-            go_version: "go1.26.6".into(),
-            flavour: Flavour::Swiss,
             probes: 3,
             elapsed: Duration::from_secs(2),
             lost: 4,
+            lost_processes: 0,
+            passed_over: 0,
             undecodable: Undecodable::default(),
             read_failures: ReadFailures::default(),
             calls: TimedCalls {
@@ -392,7 +463,7 @@ mod tests {
                 ..TraceEvent::sample(kind, 0x10, Some(2))
             });
         }
-        let text = render(&agg, &run());
+        let text = render(&one(agg.clone(), Flavour::Swiss), &run());
         for want in [
             "    type map[string]*main.Session",
             "    top call sites: main.register main.go:30 (2 ops); main.expire main.go:40 (1 ops)",
@@ -417,9 +488,9 @@ mod tests {
             duration_ns: Some(2_500_000),
             ..TraceEvent::sample(EventKind::Grow, 0x10, Some(5))
         });
-        let text = render(&agg, &run());
+        let text = render(&one(agg.clone(), Flavour::Swiss), &run());
         assert!(
-            text.contains("pid 1 (go1.26.6, swiss maps), 3 probes"),
+            text.contains("pid 1 (go1.26.6, swiss maps), exe /srv/app, 3 probes"),
             "{text}"
         );
         let row10 = text.lines().find(|l| l.starts_with("0x10 ")).unwrap();
@@ -442,7 +513,7 @@ mod tests {
         assert!(!text.contains("undecodable"), "{text}");
         let mut run = run();
         run.undecodable.note("unknown event kind 99");
-        let text = render(&Aggregate::default(), &run);
+        let text = render(&one(Aggregate::default(), Flavour::Swiss), &run);
         assert!(
             text.contains("undecodable records: 1 (first: unknown event kind 99; -v lists each)"),
             "{text}"
@@ -473,7 +544,7 @@ mod tests {
                 ..TraceEvent::bare(EventKind::Rss, 0, 1, 1)
             });
         }
-        let text = render(&agg, &run());
+        let text = render(&one(agg.clone(), Flavour::Swiss), &run());
         assert!(
             text.contains("madvise: DONTNEED 1 calls 3.0 MiB (0 failed); given back 3.0 MiB"),
             "{text}"
@@ -498,13 +569,7 @@ mod tests {
             }),
             ..TraceEvent::sample(EventKind::Assign, 0x30, None)
         });
-        let text = render(
-            &agg,
-            &RunInfo {
-                flavour: Flavour::Classic,
-                ..run()
-            },
-        );
+        let text = render(&one(agg, Flavour::Classic), &run());
         assert!(
             text.contains("2^4 buckets, load 6.25 per bucket, 2 overflow buckets; growth in progress: 3/8 old buckets evacuated"),
             "{text}"

@@ -1,30 +1,30 @@
-//! `map-trace -- CMD`: start the command stopped right after its `exec`, so probes are
-//! attached (and a PIE's load address is known) before its first instruction runs.
+//! `map-trace -- CMD`: start the command so that it runs nothing of its program before its
+//! probes are attached. The child waits at a gate (a pipe) until map-trace follows its
+//! pid; then it execs, and the kernel's exec tracepoint stops it there (SIGSTOP) until
+//! map-trace has attached it and sends SIGCONT, as for every descendant.
 
 use std::{
     ffi::{CString, OsString},
-    os::unix::ffi::OsStrExt as _,
+    os::{fd::OwnedFd, unix::ffi::OsStrExt as _},
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use nix::{
     sys::{
-        ptrace,
         signal::{Signal, kill},
-        wait::{WaitPidFlag, WaitStatus, waitpid},
+        wait::{WaitPidFlag, waitpid},
     },
-    unistd::{ForkResult, Pid, execv, fork},
+    unistd::{ForkResult, Pid, execv, fork, pipe, read, write},
 };
 
-/// A started command, stopped by ptrace at its exec until [`HeldChild::release`].
+/// A started command, waiting at its gate until [`Launched::release`].
 #[derive(Debug)]
-pub struct HeldChild {
+pub struct Launched {
     pid: Pid,
-    /// Still stopped: must not run untraced if map-trace gives up.
-    held: bool,
+    /// The gate's write end: the child execs once a byte arrives (or it closes).
+    gate: Option<OwnedFd>,
 }
-
 /// Finds `program` like a shell does: as given when it has a slash, otherwise on `PATH`.
 pub fn resolve_command(program: &OsString) -> anyhow::Result<PathBuf> {
     let path = Path::new(program);
@@ -48,9 +48,8 @@ pub fn resolve_command(program: &OsString) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("cannot resolve {}", found.display()))
 }
 
-impl HeldChild {
-    /// Forks; the child asks to be traced and execs `exe` with `argv`, which stops it with
-    /// the new program mapped and not yet run.
+impl Launched {
+    /// Forks; the child waits at the gate, then execs `exe` with `argv`.
     ///
     /// Must run while the process is single-threaded: only async-signal-safe calls happen in
     /// the child between fork and exec.
@@ -61,34 +60,23 @@ impl HeldChild {
             .map(|a| CString::new(a.as_bytes()))
             .collect::<Result<Vec<_>, _>>()
             .context("NUL byte in command arguments")?;
-        // SAFETY: single-threaded here; the child only calls ptrace/execv/_exit.
+        let (wait_end, gate) = pipe().context("making the command's start gate")?;
+        // SAFETY: single-threaded here; the child only calls read/execv/_exit.
         match unsafe { fork() }.context("fork")? {
             ForkResult::Child => {
-                if ptrace::traceme().is_ok() {
+                drop(gate);
+                let mut byte = [0_u8];
+                // A byte: go. End of file: map-trace gave up, so the command never runs.
+                if matches!(read(&wait_end, &mut byte), Ok(1)) {
                     let _ = execv(&exe_c, &argv_c);
                 }
                 // SAFETY: leave without running the parent's destructors or atexit handlers.
                 unsafe { libc::_exit(127) }
             }
-            ForkResult::Parent { child } => {
-                let mut held = Self {
-                    pid: child,
-                    held: true,
-                };
-                match waitpid(child, None).context("waiting for the command to start")? {
-                    WaitStatus::Stopped(_, Signal::SIGTRAP) => {}
-                    WaitStatus::Exited(..) | WaitStatus::Signaled(..) => {
-                        held.held = false;
-                        bail!("cannot run {}: exec failed", exe.display());
-                    }
-                    other => bail!("the command stopped unexpectedly ({other:?})"),
-                }
-                // Should map-trace die before releasing it, the command dies too rather
-                // than run untraced.
-                ptrace::setoptions(child, ptrace::Options::PTRACE_O_EXITKILL)
-                    .context("holding the started command")?;
-                Ok(held)
-            }
+            ForkResult::Parent { child } => Ok(Self {
+                pid: child,
+                gate: Some(gate),
+            }),
         }
     }
 
@@ -97,10 +85,11 @@ impl HeldChild {
         self.pid.as_raw().unsigned_abs()
     }
 
-    /// Lets the command run, no longer traced by ptrace.
+    /// Lets the command exec its program.
     pub fn release(&mut self) -> anyhow::Result<()> {
-        ptrace::detach(self.pid, None).context("releasing the started command")?;
-        self.held = false;
+        if let Some(gate) = self.gate.take() {
+            write(&gate, b"x").context("releasing the started command")?;
+        }
         Ok(())
     }
 
@@ -111,10 +100,10 @@ impl HeldChild {
     }
 }
 
-impl Drop for HeldChild {
-    /// A child never released (an error before attaching finished) must not run untraced.
+impl Drop for Launched {
+    /// A child never released (an error before attaching finished) never runs its command.
     fn drop(&mut self) {
-        if self.held {
+        if self.gate.take().is_some() {
             let _ = kill(self.pid, Signal::SIGKILL);
             let _ = waitpid(self.pid, None);
         }

@@ -98,31 +98,74 @@ pub fn resident_memory(pid: u32) -> Vec<(&'static str, u64)> {
         .collect()
 }
 
+/// A file by identity: what a path names can change, a device and inode cannot (while the
+/// file lives).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
 /// The file a process runs, by identity: exec changes it.
 #[derive(Clone, Debug)]
 pub struct Executable {
-    pub dev: u64,
-    pub ino: u64,
+    pub id: FileId,
     /// Where it is (or was), for messages.
     pub path: PathBuf,
 }
 
-impl PartialEq for Executable {
-    fn eq(&self, other: &Self) -> bool {
-        (self.dev, self.ino) == (other.dev, other.ino)
-    }
-}
-
-/// What `pid` runs now; `None` once it is gone (or has no executable, as a zombie).
+/// What `pid` runs now; `None` once it is gone (or has no executable, as a zombie or a
+/// kernel thread).
 #[must_use]
 pub fn executable(pid: u32) -> Option<Executable> {
     let exe = format!("/proc/{pid}/exe");
     let meta = fs::metadata(&exe).ok()?;
     Some(Executable {
-        dev: meta.dev(),
-        ino: meta.ino(),
+        id: FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        },
         path: fs::read_link(&exe).ok()?,
     })
+}
+
+/// Every process now (by pid), from `/proc`.
+#[must_use]
+pub fn all_pids() -> Vec<u32> {
+    fs::read_dir("/proc")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The parent of `pid`, from `/proc/PID/stat`.
+#[must_use]
+pub fn parent(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The descendants of `root` now (not `root` itself), parents before their children.
+#[must_use]
+pub fn descendants(root: u32) -> Vec<u32> {
+    let mut children: std::collections::HashMap<u32, Vec<u32>> = std::collections::HashMap::new();
+    for pid in all_pids() {
+        if let Some(ppid) = parent(pid) {
+            children.entry(ppid).or_default().push(pid);
+        }
+    }
+    let mut found = Vec::new();
+    let mut next = vec![root];
+    while let Some(pid) = next.pop() {
+        for &child in children.get(&pid).into_iter().flatten() {
+            found.push(child);
+            next.push(child);
+        }
+    }
+    found
 }
 
 /// Where the kernel loaded `binary` in process `pid`: run-time minus link-time addresses.
