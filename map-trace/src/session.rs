@@ -405,19 +405,19 @@ impl Run<'_> {
 
     /// A process exec'd: it is traced if it runs Go (again, if it did before), else
     /// passed over; one stopped at its exec runs on either way.
-    fn exec(&mut self, exec: Exec) -> anyhow::Result<()> {
+    fn exec(&mut self, exec: Exec) {
         if exec.held {
             self.held_back.push(exec.pid);
         }
-        let result = self.exec_attach(&exec);
+        self.exec_attach(&exec);
         if exec.held {
             discovery::resume(exec.pid);
             self.held_back.retain(|&p| p != exec.pid);
         }
-        result
     }
 
-    fn exec_attach(&mut self, exec: &Exec) -> anyhow::Result<()> {
+    /// [`Run::exec`]'s attaching part: nothing a process does can end the run here.
+    fn exec_attach(&mut self, exec: &Exec) {
         let pid = exec.pid;
         if exec.hold_failed {
             note!(
@@ -425,18 +425,23 @@ impl Run<'_> {
             );
         }
         let Some(exe) = process::executable(pid) else {
-            return Ok(());
+            return;
         };
         let was_traced = self.targets.get(pid).is_some();
         if !exec.followed && !self.scope.wants(&exe.path) {
             if was_traced {
                 self.left(pid, &exe.path);
             }
-            return Ok(());
+            return;
         }
         match self.targets.attach(&mut self.tracer, pid) {
             Ok(a) => {
-                self.watch_exit(pid)?;
+                if let Err(e) = self.watch_exit(pid) {
+                    // Gone while being attached: passed over after all.
+                    self.targets.detach(&mut self.tracer, pid);
+                    self.pass_over(pid, &e);
+                    return;
+                }
                 self.announce(&a);
             }
             Err(_) if was_traced => self.left(pid, &exe.path),
@@ -451,7 +456,6 @@ impl Run<'_> {
                 }
             }
         }
-        Ok(())
     }
 
     /// Traced process `pid` runs another program, `now`, which is not traced.
@@ -641,8 +645,14 @@ impl Run<'_> {
         Ok(false)
     }
 
-    /// Takes every exec the kernel reported.
-    fn read_execs(&mut self, ring: &mut RingBuf<MapData>) -> anyhow::Result<bool> {
+    /// Takes every exec the kernel reported. The events of a process's old program are in
+    /// `events` before its exec is reported: they are taken first, while the old
+    /// program's layout and addresses still name them.
+    fn read_execs(
+        &mut self,
+        ring: &mut RingBuf<MapData>,
+        events: &mut RingBuf<MapData>,
+    ) -> anyhow::Result<bool> {
         let mut execs = Vec::new();
         let emptied = loop {
             let Some(record) = ring.next() else {
@@ -662,8 +672,11 @@ impl Run<'_> {
                 break false;
             }
         };
+        if !execs.is_empty() {
+            self.drain(events, usize::MAX)?;
+        }
         for exec in execs {
-            self.exec(exec)?;
+            self.exec(exec);
         }
         Ok(emptied)
     }
@@ -893,7 +906,7 @@ impl Ends {
                 // Execs first: a process stopped at its exec waits for them.
                 guard = rings.execs.readable_mut() => {
                     let mut guard = guard.context("polling the exec reports")?;
-                    if run.read_execs(guard.get_inner_mut())? {
+                    if run.read_execs(guard.get_inner_mut(), rings.events.get_mut())? {
                         guard.clear_ready();
                     }
                 }
@@ -913,7 +926,7 @@ impl Ends {
                 _ = rss_tick.tick(), if rss => run.rss_sample()?,
                 _ = poll.tick() => {
                     run.drain(rings.events.get_mut(), BATCH)?;
-                    run.read_execs(rings.execs.get_mut())?;
+                    run.read_execs(rings.execs.get_mut(), rings.events.get_mut())?;
                 }
                 _ = refresh.tick() => {
                     if let Some(end) = run.refresh()? {

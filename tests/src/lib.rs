@@ -569,6 +569,23 @@ pub struct Finished {
     pub stderr: Vec<String>,
 }
 
+impl Finished {
+    /// The end-of-run summary: on standard output, or (under `-- CMD`, or with the CSV on
+    /// standard output) the standard error lines from its first `map-trace: ` line on.
+    #[must_use]
+    pub fn summary(&self) -> String {
+        if self.stdout.lines().any(|l| l.starts_with("map-trace: ")) {
+            return self.stdout.clone();
+        }
+        let from = self
+            .stderr
+            .iter()
+            .position(|l| l.starts_with("map-trace: "))
+            .unwrap_or(self.stderr.len());
+        self.stderr[from..].join("\n") + "\n"
+    }
+}
+
 impl Tracer {
     /// Starts map-trace with `args`.
     #[must_use]
@@ -879,4 +896,256 @@ pub fn timed_calls(summary: &str) -> (u64, u64, u64) {
         .filter_map(|w| w.parse().ok())
         .collect();
     (n[0], n[1], n[2])
+}
+
+// ---- many processes (issue 14) ----
+
+/// What the `procs` program (and the `procstest` package's test) reports: its own pid, the
+/// address of the map it worked on, and what it did to it.
+#[derive(Debug, Deserialize)]
+pub struct ProcReport {
+    pub pid: u32,
+    pub map: String,
+    pub assigns: u64,
+    pub deletes: u64,
+    pub len: u64,
+}
+
+impl ProcReport {
+    #[must_use]
+    pub fn read(path: &Path) -> Self {
+        let text = std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("read the program's report {}: {e}", path.display()));
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("parse the program's report {text:?}: {e}"))
+    }
+}
+
+/// The pids a line of map-trace's names as `pid <N>`.
+#[must_use]
+pub fn pids_in(line: &str) -> Vec<u32> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    words
+        .windows(2)
+        .filter(|w| w[0] == "pid")
+        .filter_map(|w| {
+            w[1].trim_end_matches(|c: char| !c.is_ascii_digit())
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// Whether `line` is an `attached ` line naming `pid`.
+#[must_use]
+pub fn attached_names(line: &str, pid: u32) -> bool {
+    line.starts_with("attached ") && pids_in(line).contains(&pid)
+}
+
+/// A CSV's events counted by process, map and kind, read as a stream: a run that traces the
+/// Go toolchain has millions of rows.
+#[derive(Debug, Default)]
+pub struct EventCounts {
+    /// (pid, map, event) → rows.
+    counts: HashMap<(String, String, String), u64>,
+    pub rows: u64,
+}
+
+impl EventCounts {
+    /// Reads map-trace's CSV at `path`, checking the contract's header.
+    #[must_use]
+    pub fn read(path: &Path) -> Self {
+        let mut reader = csv::Reader::from_path(path).expect("open CSV");
+        let header: Vec<String> = reader
+            .headers()
+            .expect("CSV header")
+            .iter()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(
+            header.get(..13).expect("13 contract columns"),
+            &map_trace::output::csv::HEADER[..13],
+            "CSV header differs from the contract"
+        );
+        let column = |name: &str| {
+            header
+                .iter()
+                .position(|h| h == name)
+                .unwrap_or_else(|| panic!("no {name} column"))
+        };
+        let (pid, map, event) = (column("pid"), column("map"), column("event"));
+        let mut counts = Self::default();
+        let mut record = csv::StringRecord::new();
+        while reader.read_record(&mut record).expect("CSV row") {
+            let field = |i: usize| record.get(i).expect("CSV field").to_owned();
+            *counts
+                .counts
+                .entry((field(pid), field(map), field(event)))
+                .or_insert(0) += 1;
+            counts.rows += 1;
+        }
+        counts
+    }
+
+    /// The number of `event` rows of process `pid` on the map at `map`.
+    #[must_use]
+    pub fn get(&self, pid: u32, map: &str, event: &str) -> u64 {
+        self.counts
+            .get(&(pid.to_string(), map.to_owned(), event.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The number of rows of process `pid`.
+    #[must_use]
+    pub fn of_pid(&self, pid: u32) -> u64 {
+        let pid = pid.to_string();
+        self.counts
+            .iter()
+            .filter(|((p, _, _), _)| *p == pid)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// The pids rows name (rows without one left out).
+    #[must_use]
+    pub fn pids(&self) -> std::collections::BTreeSet<u32> {
+        self.counts
+            .keys()
+            .filter_map(|(p, _, _)| p.parse().ok())
+            .collect()
+    }
+}
+
+impl Tracer {
+    /// Ends map-trace at once (SIGKILL) and reaps it: for tests' failure paths.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends `signal` to map-trace.
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
+        // SAFETY: kill(2) with the pid of our own, not yet reaped, child.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({pid}, {signal})");
+    }
+
+    /// Every line map-trace has printed on stderr so far (those already read, and those
+    /// waiting to be).
+    pub fn stderr_now(&mut self) -> &[String] {
+        while let Ok(line) = self.stderr_lines.try_recv() {
+            self.stderr.push(line);
+        }
+        &self.stderr
+    }
+
+    /// Waits (bounded) for a stderr line, among those printed so far too, that `wanted`
+    /// accepts, and returns it. Kills map-trace and fails the test if none comes in time.
+    pub fn wait_stderr_line(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        mut wanted: impl FnMut(&str) -> bool,
+    ) -> String {
+        let deadline = Instant::now() + limit;
+        let mut seen = 0;
+        loop {
+            while let Some(line) = self.stderr.get(seen) {
+                if wanted(line) {
+                    return line.clone();
+                }
+                seen += 1;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = self.stderr_lines.recv_timeout(left) else {
+                self.kill();
+                self.stderr.extend(self.stderr_lines.try_iter());
+                panic!(
+                    "map-trace printed no {what} within {limit:?}; stderr: {:?}",
+                    self.stderr
+                );
+            };
+            self.stderr.push(line);
+        }
+    }
+
+    /// Waits (bounded) until each of `pids` has an `attached ` line naming it; returns
+    /// those lines, in the order of `pids`.
+    pub fn wait_attached_pids(&mut self, pids: &[u32], limit: Duration) -> Vec<String> {
+        let deadline = Instant::now() + limit;
+        pids.iter()
+            .map(|&pid| {
+                let left = deadline.saturating_duration_since(Instant::now());
+                self.wait_stderr_line(&format!("`attached … pid {pid}` line"), left, |l| {
+                    attached_names(l, pid)
+                })
+            })
+            .collect()
+    }
+
+    /// Sends `signal`, waits (bounded by `limit`, polling finely) for map-trace to exit, and
+    /// returns the run and the time from the signal to the exit.
+    #[must_use]
+    pub fn stop(mut self, signal: libc::c_int, limit: Duration) -> (Finished, Duration) {
+        let sent = Instant::now();
+        self.signal(signal);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            if sent.elapsed() > limit {
+                self.kill();
+                panic!(
+                    "map-trace did not exit within {limit:?} of signal {signal}; stderr: {:?}",
+                    self.stderr_now()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        let took = sent.elapsed();
+        (self.collect(status, limit), took)
+    }
+
+    /// Like [`Tracer::finish`], bounded to the end: once map-trace has exited, its stdout and
+    /// stderr must close within `limit` too (a descendant left running, or left stopped,
+    /// would hold them open).
+    #[must_use]
+    pub fn finish_bounded(mut self, limit: Duration) -> Finished {
+        let status = wait_bounded(&mut self.child, limit);
+        self.collect(status, limit)
+    }
+
+    /// What map-trace printed, once it has exited with `status`; bounded by `limit`.
+    fn collect(mut self, status: ExitStatus, limit: Duration) -> Finished {
+        let deadline = Instant::now() + limit;
+        while !self.stdout.is_finished() {
+            assert!(
+                Instant::now() < deadline,
+                "map-trace exited ({status}), yet its stdout stayed open {limit:?}: \
+                 a process it started still runs; stderr: {:?}",
+                self.stderr_now()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let stdout = self.stdout.join().expect("stdout reader");
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr_lines.recv_timeout(left) {
+                Ok(line) => self.stderr.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!(
+                    "map-trace exited ({status}), yet its stderr stayed open {limit:?}: a \
+                     process it started still runs; stderr: {:?}",
+                    self.stderr
+                ),
+            }
+        }
+        Finished {
+            status,
+            stdout,
+            stderr: self.stderr,
+        }
+    }
 }

@@ -188,7 +188,7 @@ fn trace_build(version: &str, mode: BuildMode) {
     let report: CulpritReport =
         serde_json::from_str(&fs::read_to_string(&run.report).unwrap()).unwrap();
     assert_eq!(report.cgo, if mode == BuildMode::Cgo { 42 } else { 0 });
-    check_run(&read_csv(&run.csv), &done.stdout, &report);
+    check_run(&read_csv(&run.csv), &done.summary(), &report);
 }
 
 #[test]
@@ -235,7 +235,7 @@ fn trace_running(mut cmd: Command, report: &Path, prepare: impl FnOnce(&Program)
     let done = tracer.finish(LIMIT);
     assert!(done.status.success(), "{:?}", done.stderr);
     let report: CulpritReport = serde_json::from_str(&fs::read_to_string(report).unwrap()).unwrap();
-    check_run(&read_csv(&csv), &done.stdout, &report);
+    check_run(&read_csv(&csv), &done.summary(), &report);
 }
 
 #[test]

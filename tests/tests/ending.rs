@@ -45,16 +45,20 @@ fn total_row(summary: &str) -> Vec<u64> {
 fn assert_drained(done: &Finished, csv: &Path) {
     assert!(done.status.success(), "{:?}", done.stderr);
     let rows = read_csv(csv);
-    let total = total_row(&done.stdout);
+    let total = total_row(&done.summary());
     // assigns, deletes, clears, grows, evacuations: one CSV row each.
-    assert_eq!(total.len(), 5, "{}", done.stdout);
-    assert!(total[0] > 0, "no assigns seen:\n{}", done.stdout);
+    assert_eq!(total.len(), 5, "{}", done.summary());
+    assert!(total[0] > 0, "no assigns seen:\n{}", done.summary());
     let map_rows = rows.iter().filter(|r| !r["map"].is_empty()).count();
     assert_eq!(map_rows as u64, total.iter().sum::<u64>());
-    assert!(done.stdout.contains("lost events: 0"), "{}", done.stdout);
+    assert!(
+        done.summary().contains("lost events: 0"),
+        "{}",
+        done.summary()
+    );
     // Attached and stopped mid-run: every matched return made exactly one event; a call
     // running at the stop returns unseen, and the summary says so.
-    let (entered, returned, _) = timed_calls(&done.stdout);
+    let (entered, returned, _) = timed_calls(&done.summary());
     let timed = rows
         .iter()
         .filter(|r| matches!(r["event"].as_str(), "grow" | "evacuate"));
@@ -62,9 +66,13 @@ fn assert_drained(done: &Finished, csv: &Path) {
     let running = entered - returned;
     if running > 0 {
         let said = format!("{running} still running at the end");
-        assert!(done.stdout.contains(&said), "{}", done.stdout);
+        assert!(done.summary().contains(&said), "{}", done.summary());
     } else {
-        assert!(!done.stdout.contains("still running"), "{}", done.stdout);
+        assert!(
+            !done.summary().contains("still running"),
+            "{}",
+            done.summary()
+        );
     }
 }
 

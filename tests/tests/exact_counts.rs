@@ -76,7 +76,7 @@ fn by_pid(go: &str, flavour: &str) {
     let report = Report::read(&report_path);
     assert_eq!(report.maps.len(), 5);
     assert_events_match(&report, &read_csv(&csv), pid_num);
-    check_summary(&done.stdout, &report, flavour);
+    check_summary(&done.summary(), &report, flavour);
 }
 
 /// Traces `bin` (a mapops build) through `--`; the `attached` line must name `version`.
@@ -98,7 +98,7 @@ fn through_command(bin: &Path, version: &str, flavour: &str) {
     let report = Report::read(&run.report);
     let rows = read_csv(&run.csv);
     assert_events_match(&report, &rows, pid);
-    check_summary(&done.stdout, &report, flavour);
+    check_summary(&done.summary(), &report, flavour);
     // Stopped at exec: the runtime's own first map operations, before main, are traced
     // too, so there are events on maps other than mapops' five.
     let ours: Vec<&str> = report.maps.iter().map(|m| m.addr.as_str()).collect();

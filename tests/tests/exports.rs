@@ -51,7 +51,11 @@ fn export_run(bin: &Path, args: &[&str], extra: &[&str]) -> (Exports, tempfile::
         .args(args);
     let done = Tracer::start_command(&mut cmd).finish(LIMIT);
     assert!(done.status.success(), "map-trace: {:?}", done.stderr);
-    assert!(done.stdout.contains("lost events: 0"), "{}", done.stdout);
+    assert!(
+        done.summary().contains("lost events: 0"),
+        "{}",
+        done.summary()
+    );
     let json = std::fs::read_to_string(path("events.jsonl")).unwrap();
     let trace = std::fs::read_to_string(path("trace.json")).unwrap();
     let exports = Exports {

@@ -83,13 +83,17 @@ fn matrix(v: Variant) {
             "{v:?}: {r:?}"
         );
     }
-    let (entered, returned, orphans) = timed_calls(&done.stdout);
+    let (entered, returned, orphans) = timed_calls(&done.summary());
     assert_eq!(
         (entered, returned, orphans),
         (timed.len() as u64, timed.len() as u64, 0),
         "{v:?}"
     );
-    assert!(done.stdout.contains("lost events: 0"), "{}", done.stdout);
+    assert!(
+        done.summary().contains("lost events: 0"),
+        "{}",
+        done.summary()
+    );
 
     // Goroutine ids equal the ones the program read from its own stacks.
     for m in [&report.det, &report.big, &report.churn] {
@@ -116,8 +120,8 @@ fn matrix(v: Variant) {
     );
 
     // The summary counts the same grows per map.
-    let summary_grows: HashMap<&str, &str> = done
-        .stdout
+    let summary = done.summary();
+    let summary_grows: HashMap<&str, &str> = summary
         .lines()
         .filter_map(|l| {
             let w: Vec<&str> = l.split_whitespace().collect();

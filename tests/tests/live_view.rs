@@ -95,6 +95,15 @@ impl Tmux {
         String::from_utf8(self.run(&args).stdout).unwrap()
     }
 
+    /// Everything the terminal showed, scrolled-off lines included, wrapped lines joined.
+    fn history(&self) -> String {
+        String::from_utf8(
+            self.run(&["capture-pane", "-p", "-J", "-S", "-", "-t", "t"])
+                .stdout,
+        )
+        .unwrap()
+    }
+
     fn keys(&self, keys: &[&str]) {
         let mut args = vec!["send-keys", "-t", "t"];
         args.extend(keys);
@@ -144,11 +153,16 @@ fn number_after(screen: &str, label: &str) -> u64 {
         .unwrap_or_else(|| panic!("no number after `{label}` in:\n{screen}"))
 }
 
-/// The map table's rows: lines that start (inside the border) with a map address.
+/// The map table's rows: lines whose second column (inside the border, after the pid) is
+/// a map address.
 fn table_rows(screen: &str) -> Vec<&str> {
     screen
         .lines()
-        .filter(|l| l.trim_start_matches('│').starts_with("0x"))
+        .filter(|l| {
+            let mut words = l.trim_start_matches('│').split_whitespace();
+            let pid = words.next().is_some_and(|w| w.parse::<u32>().is_ok());
+            pid && words.next().is_some_and(|w| w.starts_with("0x"))
+        })
         .collect()
 }
 
@@ -235,7 +249,8 @@ fn live_view_updates_sorts_filters_resizes_and_quits() {
 
     // `q` ends the run like SIGINT: the terminal comes back with the plain summary.
     tmux.keys(&["q"]);
-    let end = tmux.wait_for("map-trace's exit", |s| s.contains("map-trace exited"));
+    tmux.wait_for("map-trace's exit", |s| s.contains("map-trace exited"));
+    let end = tmux.history();
     assert!(end.contains("map-trace exited 0"), "{end}");
     assert!(
         end.contains(&format!("map-trace: pid {pid} (go{GO_SWISS}, swiss maps)")),

@@ -1,0 +1,3 @@
+module procs
+
+go 1.21

@@ -1,0 +1,3 @@
+module procstest
+
+go 1.21
