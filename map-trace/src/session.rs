@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
-use map_trace_common::{EventKind, ReadFailures};
+use map_trace_common::{EVENT_SIZE, EventKind, ReadFailures};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
@@ -474,7 +474,7 @@ impl Run<'_> {
     fn exited(&mut self, pid: u32, events: &mut RingBuf<MapData>) -> anyhow::Result<()> {
         // Every record it made is in the ring buffer by now: take them while its
         // addresses can still be named.
-        self.drain(events, usize::MAX)?;
+        self.drain(events, self.in_ring())?;
         if self.opts.summary_only {
             self.read_kernel_totals()?;
             self.counters.forget_totals(pid)?;
@@ -510,6 +510,14 @@ impl Run<'_> {
         } else {
             None
         }
+    }
+
+    /// The most records the ring buffer can hold: draining that many takes every record
+    /// that was in it when the drain began. Not "until empty": under load from other
+    /// processes the buffer may never be empty (seen in a 6.1 guest, where the reader then
+    /// never got to the exec reports waiting behind the drain).
+    fn in_ring(&self) -> usize {
+        usize::try_from(self.opts.ring_buffer_size).unwrap_or(usize::MAX) / EVENT_SIZE + 1
     }
 
     /// Lets every process still stopped at its exec run on: map-trace never leaves one
@@ -673,7 +681,7 @@ impl Run<'_> {
             }
         };
         if !execs.is_empty() {
-            self.drain(events, usize::MAX)?;
+            self.drain(events, self.in_ring())?;
         }
         for exec in execs {
             self.exec(exec);

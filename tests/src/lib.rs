@@ -347,9 +347,9 @@ impl Report {
 /// One CSV row, by the contract's column names.
 pub type Row = HashMap<String, String>;
 
-/// Reads map-trace's CSV, checking the contract's header.
-#[must_use]
-pub fn read_csv(path: &Path) -> Vec<Row> {
+/// Opens map-trace's CSV at `path`, checking the contract's header; the reader and the
+/// header's columns.
+fn open_csv(path: &Path) -> (csv::Reader<std::fs::File>, Vec<String>) {
     let mut reader = csv::Reader::from_path(path).expect("open CSV");
     let header: Vec<String> = reader
         .headers()
@@ -362,6 +362,13 @@ pub fn read_csv(path: &Path) -> Vec<Row> {
         &map_trace::output::csv::HEADER[..13],
         "CSV header differs from the contract"
     );
+    (reader, header)
+}
+
+/// Reads map-trace's CSV, checking the contract's header.
+#[must_use]
+pub fn read_csv(path: &Path) -> Vec<Row> {
+    let (mut reader, _) = open_csv(path);
     reader.deserialize().map(|r| r.expect("CSV row")).collect()
 }
 
@@ -955,18 +962,7 @@ impl EventCounts {
     /// Reads map-trace's CSV at `path`, checking the contract's header.
     #[must_use]
     pub fn read(path: &Path) -> Self {
-        let mut reader = csv::Reader::from_path(path).expect("open CSV");
-        let header: Vec<String> = reader
-            .headers()
-            .expect("CSV header")
-            .iter()
-            .map(str::to_owned)
-            .collect();
-        assert_eq!(
-            header.get(..13).expect("13 contract columns"),
-            &map_trace::output::csv::HEADER[..13],
-            "CSV header differs from the contract"
-        );
+        let (mut reader, header) = open_csv(path);
         let column = |name: &str| {
             header
                 .iter()
