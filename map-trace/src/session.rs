@@ -266,9 +266,9 @@ impl Run<'_> {
         let mut attached = Vec::new();
         match start {
             Start::Pid(pid) => {
-                if self.opts.follow {
-                    self.tracer.follow(pid)?;
-                }
+                // Followed even with --no-follow (then its children are not): its exec is
+                // reported, so a switch to another program is seen.
+                self.tracer.follow(pid)?;
                 // The process asked for must be traceable: that is the run's error.
                 attached.push(self.targets.attach(&mut self.tracer, pid)?);
                 self.watch_exit(pid)?;
