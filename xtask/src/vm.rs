@@ -304,9 +304,13 @@ mount -t devtmpfs dev /dev
 mount -t proc proc /host/proc
 mount -t sysfs sys /host/sys
 mount -t devtmpfs dev /host/dev
-mount -t tmpfs tmp /host/tmp
 mount -t bpf bpf /host/sys/fs/bpf
 script=$(sed -n 's/.*map_trace_script=\([^ ]*\).*/\1/p' /proc/cmdline)
+# The guest's scratch space, in memory, at a folder of its own: a tmpfs over the host's
+# /tmp would hide a checkout that lives there.
+tmp=$(sed -n 's/.*map_trace_tmp=\([^ ]*\).*/\1/p' /proc/cmdline)
+mount -t tmpfs tmp "/host$tmp" || fail 'mounting the scratch tmpfs'
+
 chroot /host /bin/sh "$script"
 poweroff -f
 "#
@@ -357,7 +361,11 @@ poweroff -f
         writeln!(script, "export MAP_TRACE_GO_PREBUILT=1")?;
         // Emulated guests run about ten times slower: tests scale their time bounds.
         writeln!(script, "export MAP_TRACE_TIME_SCALE=10")?;
-        writeln!(script, "export HOME=/root TMPDIR=/tmp")?;
+        writeln!(
+            script,
+            "export HOME=/root TMPDIR='{}'",
+            self.scratch().display()
+        )?;
         writeln!(script, "cd '{}'", root.join("tests").display())?;
         writeln!(
             script,
@@ -385,9 +393,16 @@ poweroff -f
         self.dir.join("status")
     }
 
+    /// The guest's scratch folder (its `TMPDIR`): a tmpfs there, inside the guest.
+    fn scratch(&self) -> PathBuf {
+        self.dir.join("tmp")
+    }
+
     /// Boots the guest with the host shared over virtiofs and waits for it (bounded);
     /// true if every test passed.
     fn run(&self) -> anyhow::Result<bool> {
+        std::fs::create_dir_all(self.scratch())
+            .with_context(|| format!("making {}", self.scratch().display()))?;
         let socket = self.dir.join("virtiofs.sock");
         let mut virtiofsd = Killed(
             Command::new("/usr/lib/qemu/virtiofsd")
@@ -419,8 +434,9 @@ poweroff -f
                 .arg(self.dir.join("initramfs.cpio"))
                 .arg("-append")
                 .arg(format!(
-                    "console=ttyS0 panic=-1 quiet map_trace_script={}",
-                    self.dir.join("run.sh").display()
+                    "console=ttyS0 panic=-1 quiet map_trace_script={} map_trace_tmp={}",
+                    self.dir.join("run.sh").display(),
+                    self.scratch().display()
                 ))
                 .arg("-chardev")
                 .arg(format!("socket,id=host,path={}", socket.display()))
