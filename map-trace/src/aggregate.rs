@@ -307,9 +307,6 @@ pub struct Aggregates {
     pub processes: BTreeMap<u32, ProcessAggregate>,
     /// Events recorded, over every process.
     pub events: u64,
-    /// Events of a pid not (or no longer) known: none, unless records outlive their
-    /// process's entry.
-    pub unattributed: u64,
 }
 
 impl Aggregates {
@@ -334,11 +331,12 @@ impl Aggregates {
         }
     }
 
+    /// Records an event of a traced process (records of any other pid are counted as
+    /// undecodable before they get here).
     pub fn record(&mut self, event: &TraceEvent) {
         self.events += 1;
-        match self.processes.get_mut(&event.pid) {
-            Some(p) => p.agg.record(event),
-            None => self.unattributed += 1,
+        if let Some(p) = self.processes.get_mut(&event.pid) {
+            p.agg.record(event);
         }
     }
 
@@ -349,12 +347,6 @@ impl Aggregates {
             .values()
             .filter_map(|p| p.agg.kernel_calls)
             .reduce(|a, b| a + b)
-    }
-
-    /// Processes still traced.
-    #[must_use]
-    pub fn live(&self) -> usize {
-        self.processes.values().filter(|p| p.live).count()
     }
 }
 

@@ -82,13 +82,13 @@ pub fn run(opts: &TraceOptions) -> anyhow::Result<()> {
         follow: opts.follow,
     };
     let mut tracer = Tracer::load(&settings, madvise)?;
+    let (exit_tx, exits) = mpsc::unbounded_channel();
     let mut rings = Rings {
         events: watch(tracer.take_events()?).context("watching the ring buffer")?,
         execs: watch(tracer.take_execs()?).context("watching the exec reports")?,
-        exits: mpsc::unbounded_channel(),
+        exits,
     };
     let counters = tracer.take_counters()?;
-    let exit_tx = rings.exits.0.clone();
     let mut run = Run {
         opts,
         targets: Targets::new(opts.events.clone(), opts.show_keys, opts.verbose),
@@ -161,7 +161,8 @@ struct Root {
 struct Rings {
     events: AsyncFd<RingBuf<MapData>>,
     execs: AsyncFd<RingBuf<MapData>>,
-    exits: (mpsc::UnboundedSender<u32>, mpsc::UnboundedReceiver<u32>),
+    /// Pids of watched processes that exited ([`Run::watch_exit`] sends them).
+    exits: mpsc::UnboundedReceiver<u32>,
 }
 
 /// A run in progress.
@@ -608,14 +609,8 @@ impl Run<'_> {
     /// exporters; true when it emptied the buffer.
     fn drain(&mut self, ring: &mut RingBuf<MapData>, limit: usize) -> anyhow::Result<bool> {
         let emptied = self.decode(ring, limit)?;
-        for pid in self.targets.pids().collect::<Vec<_>>() {
-            if let Some(t) = self.targets.get_mut(pid) {
-                let frames = t.resolver.take_user_frames();
-                if !frames.is_empty() {
-                    let slot = t.slot;
-                    self.tracer.add_user_frames(slot, &frames)?;
-                }
-            }
+        for (slot, frames) in self.targets.take_user_frames() {
+            self.tracer.add_user_frames(slot, &frames)?;
         }
         Ok(emptied)
     }
@@ -930,7 +925,7 @@ impl Ends {
                         tokio::task::yield_now().await;
                     }
                 }
-                Some(pid) = rings.exits.1.recv() => run.exited(pid, rings.events.get_mut())?,
+                Some(pid) = rings.exits.recv() => run.exited(pid, rings.events.get_mut())?,
                 _ = rss_tick.tick(), if rss => run.rss_sample()?,
                 _ = poll.tick() => {
                     run.drain(rings.events.get_mut(), BATCH)?;

@@ -111,6 +111,16 @@ impl Targets {
         self.processes.get_mut(&pid)
     }
 
+    /// Return addresses newly found in user code, per probe set (see
+    /// [`Resolver::take_user_frames`]).
+    pub fn take_user_frames(&mut self) -> Vec<(u32, Vec<u64>)> {
+        self.processes
+            .values_mut()
+            .map(|t| (t.slot, t.resolver.take_user_frames()))
+            .filter(|(_, frames)| !frames.is_empty())
+            .collect()
+    }
+
     pub fn pids(&self) -> impl Iterator<Item = u32> + '_ {
         self.processes.keys().copied()
     }

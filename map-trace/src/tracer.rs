@@ -511,12 +511,6 @@ impl Tracer {
         forget(self.follow.remove(&pid), "a followed process")
     }
 
-    /// Entries left in the kernel's process maps: traced processes and followed tasks.
-    #[must_use]
-    pub fn kernel_entries(&self) -> (usize, usize) {
-        (self.procs.keys().count(), self.follow.keys().count())
-    }
-
     /// Adds return addresses (link-time) of probe set `binary` known as user code. Once
     /// the set is full the rest are left out: walks past them go on to the end, which
     /// costs time, not events.
@@ -538,16 +532,12 @@ impl Tracer {
 
     /// Removes every user-code return address of probe set `binary`.
     pub fn forget_user_frames(&mut self, binary: u32) -> anyhow::Result<()> {
-        let keys: Vec<FrameKey> = self
-            .user_frames
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| k.binary == binary)
-            .collect();
-        for key in keys {
-            forget(self.user_frames.remove(&key), "a user-code return address")?;
-        }
-        Ok(())
+        let keys = picked(self.user_frames.keys(), |k: &FrameKey| k.binary == binary);
+        remove_all(
+            &keys,
+            |k| self.user_frames.remove(k),
+            "a user-code return address",
+        )
     }
 
     /// Removes the probes of every set in `sets` and then the programs, at the same time.
@@ -578,6 +568,20 @@ fn forget(result: Result<(), MapError>, what: &str) -> anyhow::Result<()> {
         Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
         other => other.with_context(|| format!("removing {what} from the kernel's maps")),
     }
+}
+
+/// The keys of a map that `pick` picks: those of a process or probe set that is gone.
+fn picked<K>(keys: impl Iterator<Item = Result<K, MapError>>, pick: impl Fn(&K) -> bool) -> Vec<K> {
+    keys.filter_map(Result::ok).filter(|k| pick(k)).collect()
+}
+
+/// Removes every key of `keys` with `remove` (see [`forget`]).
+fn remove_all<K>(
+    keys: &[K],
+    mut remove: impl FnMut(&K) -> Result<(), MapError>,
+    what: &str,
+) -> anyhow::Result<()> {
+    keys.iter().try_for_each(|k| forget(remove(k), what))
 }
 
 fn take(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<aya::maps::Map> {
@@ -679,16 +683,8 @@ impl Counters {
 
     /// `--summary-only`: removes the totals of process `tgid` (read before it exited).
     pub fn forget_totals(&mut self, tgid: u32) -> anyhow::Result<()> {
-        let keys: Vec<TotalsKey> = self
-            .totals
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| k.tgid == tgid)
-            .collect();
-        for key in keys {
-            forget(self.totals.remove(&key), "a process's map totals")?;
-        }
-        Ok(())
+        let keys = picked(self.totals.keys(), |k: &TotalsKey| k.tgid == tgid);
+        remove_all(&keys, |k| self.totals.remove(k), "a process's map totals")
     }
 
     fn calls_slot(&self, binary: u32, slot: u32) -> anyhow::Result<u64> {
@@ -716,16 +712,8 @@ impl Counters {
 
     /// Removes the timed-call counters of probe set `binary` (read before).
     pub fn forget_calls(&mut self, binary: u32) -> anyhow::Result<()> {
-        let keys: Vec<CallsKey> = self
-            .calls
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| k.binary == binary)
-            .collect();
-        for key in keys {
-            forget(self.calls.remove(&key), "timed-call counters")?;
-        }
-        Ok(())
+        let keys = picked(self.calls.keys(), |k: &CallsKey| k.binary == binary);
+        remove_all(&keys, |k| self.calls.remove(k), "timed-call counters")
     }
 
     /// Failed reads of the target's memory, per kind.
