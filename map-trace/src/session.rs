@@ -734,7 +734,8 @@ impl Run<'_> {
         let links = tracer.link_kind();
         let stopped_at = tracer.stopped_at().unwrap_or(0);
         let probes = targets.probes();
-        tracer.detach(targets.into_probe_sets());
+        let (sets, closing) = targets.into_probe_sets();
+        tracer.detach(sets, closing);
         if opts.verbose {
             note!(
                 "{end}: tracing stopped at {stopped_at} ns (CLOCK_MONOTONIC); {probes} probes removed in {} ms ({links})",

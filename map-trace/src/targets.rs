@@ -72,6 +72,8 @@ pub struct Targets {
     next_slot: u32,
     /// Timed calls of probe sets already removed.
     calls: TimedCalls,
+    /// Probe sets being removed, each on its thread.
+    closing: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// A process newly traced, for the `attached` line.
@@ -93,6 +95,7 @@ impl Targets {
             processes: HashMap::new(),
             next_slot: 1,
             calls: TimedCalls::default(),
+            closing: Vec::new(),
         }
     }
 
@@ -272,7 +275,7 @@ impl Targets {
                 self.calls.add(&calls);
                 let _ = counters.forget_calls(b.slot);
                 let _ = tracer.forget_user_frames(b.slot);
-                b.probes.detach();
+                self.closing.extend(b.probes.detach());
             }
         }
     }
@@ -293,10 +296,11 @@ impl Targets {
         self.binaries.values().map(|b| b.probes.probes()).sum()
     }
 
-    /// Every probe set, to be removed at the end.
+    /// Every probe set, to be removed at the end, and the threads still removing others.
     #[must_use]
-    pub fn into_probe_sets(self) -> Vec<ProbeSet> {
-        self.binaries.into_values().map(|b| b.probes).collect()
+    pub fn into_probe_sets(self) -> (Vec<ProbeSet>, Vec<std::thread::JoinHandle<()>>) {
+        let sets = self.binaries.into_values().map(|b| b.probes).collect();
+        (sets, self.closing)
     }
 }
 

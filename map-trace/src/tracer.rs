@@ -144,11 +144,14 @@ impl ProbeSet {
     }
 
     /// Removes the probes on a thread of their own: closing a link waits for the kernel's
-    /// RCU grace periods (about 0.1 s each here), which the event loop must not.
-    pub fn detach(self) {
+    /// RCU grace periods (about 0.1 s each here), which the event loop must not. The
+    /// thread is to be joined before map-trace exits: in a 6.1 guest, exiting while such
+    /// a thread still closed links locked both CPUs up in the kernel.
+    #[must_use]
+    pub fn detach(self) -> Option<std::thread::JoinHandle<()>> {
         let closer = std::thread::Builder::new().name("map-trace-detach".into());
         // Where no thread can be made, the closure, and with it the links, is dropped here.
-        let _ = closer.spawn(move || close_all(self.links));
+        closer.spawn(move || close_all(self.links)).ok()
     }
 }
 
@@ -540,8 +543,12 @@ impl Tracer {
         )
     }
 
-    /// Removes the probes of every set in `sets` and then the programs, at the same time.
-    pub fn detach(self, sets: Vec<ProbeSet>) {
+    /// Removes the probes of every set in `sets` and then the programs, at the same time,
+    /// once the sets already being removed (`closing`) are gone.
+    pub fn detach(self, sets: Vec<ProbeSet>, closing: Vec<std::thread::JoinHandle<()>>) {
+        for closer in closing {
+            let _ = closer.join();
+        }
         let Self {
             ebpf,
             links,
