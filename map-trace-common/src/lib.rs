@@ -35,10 +35,12 @@ pub enum EventKind {
     Madvise = 7,
     /// A resident-memory sample, taken by user space from /proc.
     Rss = 8,
+    /// A map was made (`runtime.makemap*`): its site, size hint and header at return.
+    Make = 9,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::Assign,
         EventKind::Delete,
         EventKind::Clear,
@@ -47,6 +49,7 @@ impl EventKind {
         EventKind::Gc,
         EventKind::Madvise,
         EventKind::Rss,
+        EventKind::Make,
     ];
 
     #[must_use]
@@ -66,13 +69,17 @@ impl EventKind {
             EventKind::Gc => "gc",
             EventKind::Madvise => "madvise",
             EventKind::Rss => "rss",
+            EventKind::Make => "make",
         }
     }
 
     /// Events timed from entry to return (an entry uprobe plus one on every RET).
     #[must_use]
     pub const fn is_timed(self) -> bool {
-        matches!(self, EventKind::Grow | EventKind::Evacuate)
+        matches!(
+            self,
+            EventKind::Grow | EventKind::Evacuate | EventKind::Make
+        )
     }
 }
 
@@ -144,6 +151,9 @@ pub struct ProbeCookie {
     pub function: u16,
     /// Register holding the map's type descriptor, reported in [`Event::map_type`].
     pub map_type: Option<Reg>,
+    /// The map is the function's result, in RAX at its return (`makemap*`), not an
+    /// argument; its caller's frames are walked to the end, not to the first user frame.
+    pub map_at_return: bool,
 }
 
 /// `ProbeCookie::detail` when none.
@@ -165,6 +175,7 @@ impl ProbeCookie {
             | ((self.map as u64) << 16)
             | (detail << 24)
             | ((self.table_in_rax as u64) << 32)
+            | ((self.map_at_return as u64) << 33)
             | ((self.function as u64) << 40)
             | (map_type << 56)
     }
@@ -190,6 +201,7 @@ impl ProbeCookie {
                     Some(Reg::from_u8(detail))
                 },
                 table_in_rax: (cookie >> 32) & 1 == 1,
+                map_at_return: (cookie >> 33) & 1 == 1,
                 function: (cookie >> 40) as u16,
                 map_type: if map_type as u64 == NO_REG {
                     None
@@ -595,10 +607,10 @@ mod tests {
                 KeyKind::U64,
                 KeyKind::Mem,
             ] {
-                for (map, detail, table_in_rax, function, map_type) in [
-                    (Reg::Rbx, None, false, 0, None),
-                    (Reg::Rcx, Some(Reg::Rdi), true, 63, Some(Reg::Rax)),
-                    (Reg::Rax, None, false, 5, Some(Reg::Rbx)),
+                for (map, detail, table_in_rax, function, map_type, map_at_return) in [
+                    (Reg::Rbx, None, false, 0, None, false),
+                    (Reg::Rcx, Some(Reg::Rdi), true, 63, Some(Reg::Rax), false),
+                    (Reg::Rax, None, false, 5, Some(Reg::Rbx), true),
                 ] {
                     let cookie = ProbeCookie {
                         kind,
@@ -608,6 +620,7 @@ mod tests {
                         table_in_rax,
                         function,
                         map_type,
+                        map_at_return,
                     };
                     let (k, back) = ProbeCookie::decode(cookie.encode());
                     assert_eq!(EventKind::from_u8(k), Some(kind));

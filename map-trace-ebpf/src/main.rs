@@ -376,19 +376,26 @@ fn known_user(ret: u64, proc: &ProcInfo) -> bool {
 /// Writes into `stack` the return addresses at a function's entry, before it pushes a
 /// frame: its own at the stack pointer, then its callers' along the frame-pointer chain Go
 /// keeps on amd64, up to the first one known as user code ([`USER_FRAMES`]: a hot call
-/// site costs one read); 0 past the end. Its flag if the first was read.
+/// site costs one read) unless `whole`; 0 past the end. Its flag if the first was read.
+/// `whole` (map constructors, called once per map): the frames past the first user one
+/// lead to the program's own module, which a site outside it is named by.
 ///
 /// # Safety
 /// `stack` is writable (a reserved record's, or a pending call's on the stack).
 #[inline(always)]
-unsafe fn put_stack(stack: *mut [u64; STACK_DEPTH], regs: &Regs, proc: &ProcInfo) -> u8 {
+unsafe fn put_stack(
+    stack: *mut [u64; STACK_DEPTH],
+    regs: &Regs,
+    proc: &ProcInfo,
+    whole: bool,
+) -> u8 {
     let slots = stack.cast::<u64>();
     // SAFETY: reading user memory through the faulting-safe helper.
     let first = unsafe { bpf_probe_read_user(regs.rsp as *const u64) };
     // SAFETY: the first slot of the caller's array.
     unsafe { slots.write(first.unwrap_or(0)) };
     let mut frame = match first {
-        Ok(ret) if !known_user(ret, proc) => regs.rbp,
+        Ok(ret) if whole || !known_user(ret, proc) => regs.rbp,
         _ => 0,
     };
     for i in 1..STACK_DEPTH {
@@ -397,7 +404,11 @@ unsafe fn put_stack(stack: *mut [u64; STACK_DEPTH], regs: &Regs, proc: &ProcInfo
             // SAFETY: as above; a frame is the saved frame pointer, then the return address.
             if let Ok([next, at]) = unsafe { bpf_probe_read_user(frame as *const [u64; 2]) } {
                 ret = at;
-                frame = if known_user(at, proc) { 0 } else { next };
+                frame = if !whole && known_user(at, proc) {
+                    0
+                } else {
+                    next
+                };
             } else {
                 failed(ReadFailure::Stack);
                 frame = 0;
@@ -612,7 +623,7 @@ unsafe fn put_map_op(rec: *mut Event, head: &Head, flags: u8, regs: &Regs, proc:
     unsafe {
         let flags = flags
             | put_goid(rec, regs.r14, proc)
-            | put_stack(&raw mut (*rec).stack, regs, proc)
+            | put_stack(&raw mut (*rec).stack, regs, proc, false)
             | put_header(rec, head.map);
         (*rec).table = [0; TABLE_BYTES];
         head.put(rec, flags);
@@ -644,7 +655,8 @@ pub fn call_entry(ctx: ProbeContext) -> u32 {
         flags: 0,
     };
     // SAFETY: the pending call's own array.
-    pending.flags |= u64::from(unsafe { put_stack(&raw mut pending.stack, &regs, proc) });
+    pending.flags |=
+        u64::from(unsafe { put_stack(&raw mut pending.stack, &regs, proc, cookie.map_at_return) });
     if let Some(r) = cookie.detail {
         pending.detail = regs.get(r);
         pending.flags |= u64::from(FLAG_DETAIL);
@@ -689,6 +701,8 @@ pub fn call_return(ctx: ProbeContext) -> u32 {
     };
     // SAFETY: `regs` is the probe's context; g is read at its fixed offset.
     let g = unsafe { core::ptr::read_volatile(&raw const (*ctx.regs).r14) };
+    // SAFETY: as above; a constructor's result is its map.
+    let result = unsafe { core::ptr::read_volatile(&raw const (*ctx.regs).rax) };
     let tgid = (pid_tgid >> 32) as u32;
     let key = CallKey {
         g,
@@ -704,9 +718,11 @@ pub fn call_return(ctx: ProbeContext) -> u32 {
     count_call(proc.binary, 2 * u32::from(cookie.function) + 1);
     // SAFETY: the entry stays in place until it is removed below.
     let (map, entered) = unsafe { ((*pending).map, (*pending).time_ns) };
+    let map = if cookie.map_at_return { result } else { map };
     let duration_ns = now.saturating_sub(entered);
     if map_wanted(map) {
-        if config!(summary_only) != 0 {
+        // Made maps are sent even with `--summary-only`: one record per map names its site.
+        if config!(summary_only) != 0 && !cookie.map_at_return {
             // SAFETY: reading user memory through the faulting-safe helper.
             let variant = proc.variant_mask != 0
                 && unsafe { bpf_probe_read_user((map + proc.variant_offset) as *const u8) }

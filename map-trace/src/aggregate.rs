@@ -10,7 +10,8 @@ use map_trace_common::EventKind;
 use crate::{
     events::{Detail, KernelCalls, TraceEvent},
     goruntime::MapState,
-    model::{CallSite, Labels, Timing},
+    held::TableHistory,
+    model::{CallSite, Labels, Site, Timing},
 };
 
 /// What one map did while traced.
@@ -36,6 +37,19 @@ pub struct MapStats {
     /// (foldhash: hashed for every event, and `SipHash` over the site's strings showed in
     /// map-trace's profile under load.)
     pub callers: foldhash::HashMap<Arc<CallSite>, CallerStats>,
+    /// Where the map comes from: its constructor's caller, else the first use seen.
+    pub site: Option<Arc<Site>>,
+    /// `make` was seen: the size hint it was given (0 for none or one of at most 8).
+    pub hint: Option<u64>,
+    /// The most elements any event saw in it.
+    pub peak: u64,
+    /// Its type's bucket or group size.
+    pub unit_size: Option<u64>,
+    /// swiss: the tables its events built.
+    pub tables: TableHistory,
+    /// Table grows and splits (swiss) or same-size grows (classic) with fewer elements than
+    /// it held before: deleted slots, not growth, filled it.
+    pub churn_grows: u64,
 }
 
 /// Slots in the one group of a small swiss map.
@@ -52,6 +66,23 @@ pub struct CallerStats {
 
 impl MapStats {
     fn record(&mut self, event: &TraceEvent, in_gc: bool) {
+        if event.kind == EventKind::Grow {
+            let churn = match event.detail {
+                Some(Detail::SameSize) => true,
+                Some(Detail::Table { .. } | Detail::Split) => {
+                    event.count().is_some_and(|n| n < self.peak)
+                }
+                _ => false,
+            };
+            self.churn_grows += u64::from(churn);
+            self.tables.record(event);
+        }
+        if let Some(n) = event.count() {
+            self.peak = self.peak.max(n);
+        }
+        if self.unit_size.is_none() {
+            self.unit_size = event.unit_size;
+        }
         match event.kind {
             EventKind::Assign => self.assigns += 1,
             EventKind::Delete => self.deletes += 1,
@@ -64,7 +95,7 @@ impl MapStats {
                 self.grows_in_gc += u64::from(in_gc);
             }
             EventKind::Evacuate => self.evacuate_time.add(event.duration_ns.unwrap_or(0)),
-            EventKind::Gc | EventKind::Madvise | EventKind::Rss => {}
+            EventKind::Gc | EventKind::Madvise | EventKind::Rss | EventKind::Make => {}
         }
         match (event.detail, event.table) {
             (Some(Detail::Table { new, .. }), _) => self.table_capacity = Some(new),
@@ -121,6 +152,7 @@ impl MapStats {
         }
         self.grow_time.merge(&other.grow_time);
         self.grows_in_gc += other.grows_in_gc;
+        self.churn_grows += other.churn_grows;
         self.evacuate_time.merge(&other.evacuate_time);
     }
 
@@ -207,10 +239,20 @@ pub struct Aggregate {
     pub rss: BTreeMap<&'static str, RssStats>,
     /// `--summary-only`: map calls the kernel counted (they are not in `events`).
     pub kernel_calls: Option<u64>,
+    /// Maps no longer there (a new map was made at their address), folded per site.
+    pub retired: foldhash::HashMap<Arc<Site>, Retired>,
+}
+
+/// The maps of one site that are gone: their statistics added up.
+#[derive(Clone, Debug, Default)]
+pub struct Retired {
+    pub maps: u64,
+    pub stats: MapStats,
 }
 
 impl Aggregate {
-    pub fn record(&mut self, event: &TraceEvent) {
+    /// Records an event, and names on it the site of its map.
+    pub fn record(&mut self, event: &mut TraceEvent) {
         self.events += 1;
         match (event.kind, event.detail) {
             (EventKind::Gc, Some(Detail::GcStart(_))) => {
@@ -243,11 +285,56 @@ impl Aggregate {
             }
         }
         if let Some(map) = event.map {
-            self.maps
-                .entry(map)
-                .or_default()
-                .record(event, self.gc.marking);
+            if event.kind == EventKind::Make {
+                self.made(map, event);
+            }
+            let m = self.maps.entry(map).or_insert_with(|| MapStats {
+                tables: TableHistory::first_seen(event.state),
+                ..MapStats::default()
+            });
+            if m.site.is_none()
+                && let Some(at) = &event.caller
+            {
+                m.site = Some(Arc::new(Site::new(Arc::clone(at), None, true)));
+            }
+            m.record(event, self.gc.marking);
+            event.site.clone_from(&m.site);
         }
+    }
+
+    /// A map was made at `addr`: whatever was there before is gone (the GC freed it).
+    fn made(&mut self, addr: u64, event: &TraceEvent) {
+        if let Some(old) = self.maps.remove(&addr)
+            && let Some(site) = &old.site
+        {
+            let r = self.retired.entry(Arc::clone(site)).or_default();
+            r.maps += 1;
+            r.stats.add(&old);
+            r.stats.peak = r.stats.peak.max(old.peak);
+            if r.stats.map_type.is_none() {
+                r.stats.map_type = old.map_type;
+            }
+        }
+        let hint = match event.detail {
+            Some(Detail::Hint(n)) => Some(n),
+            _ => Some(0),
+        };
+        let site = event.caller.as_ref().map(|at| {
+            Arc::new(Site::new(
+                Arc::clone(at),
+                event.module_caller.clone(),
+                false,
+            ))
+        });
+        self.maps.insert(
+            addr,
+            MapStats {
+                site,
+                hint,
+                tables: TableHistory::made(hint.unwrap_or(0)),
+                ..MapStats::default()
+            },
+        );
     }
 
     /// `--summary-only`: the per-map statistics as the kernel counted them so far; they
@@ -268,7 +355,7 @@ impl Aggregate {
                     m.grow_time.merge(&c.timing);
                 }
                 EventKind::Evacuate => m.evacuate_time.merge(&c.timing),
-                EventKind::Gc | EventKind::Madvise | EventKind::Rss => {}
+                EventKind::Gc | EventKind::Madvise | EventKind::Rss | EventKind::Make => {}
             }
             if m.map_type.is_none() {
                 m.map_type.clone_from(&c.map_type);
@@ -278,6 +365,14 @@ impl Aggregate {
                 *newest = c.last_ns;
                 m.last_state = c.state;
             }
+        }
+        // Sites and hints come from streamed `make` events, not from the kernel's counts.
+        for (addr, m) in &mut maps {
+            if let Some(old) = self.maps.get(addr) {
+                m.site.clone_from(&old.site);
+                m.hint = old.hint;
+            }
+            m.peak = m.last_state.map_or(0, |s| s.count());
         }
         self.kernel_calls = Some(calls.iter().map(|c| c.timing.count).sum());
         self.maps = maps;
@@ -333,7 +428,7 @@ impl Aggregates {
 
     /// Records an event of a traced process (records of any other pid are counted as
     /// undecodable before they get here).
-    pub fn record(&mut self, event: &TraceEvent) {
+    pub fn record(&mut self, event: &mut TraceEvent) {
         self.events += 1;
         if let Some(p) = self.processes.get_mut(&event.pid) {
             p.agg.record(event);
@@ -360,10 +455,10 @@ mod tests {
     #[test]
     fn counts_per_map_and_in_total() {
         let mut agg = Aggregate::default();
-        agg.record(&TraceEvent::sample(EventKind::Assign, 1, Some(0)));
-        agg.record(&TraceEvent::sample(EventKind::Assign, 1, Some(1)));
-        agg.record(&TraceEvent::sample(EventKind::Delete, 1, None));
-        agg.record(&TraceEvent::sample(EventKind::Clear, 2, Some(7)));
+        agg.record(&mut TraceEvent::sample(EventKind::Assign, 1, Some(0)));
+        agg.record(&mut TraceEvent::sample(EventKind::Assign, 1, Some(1)));
+        agg.record(&mut TraceEvent::sample(EventKind::Delete, 1, None));
+        agg.record(&mut TraceEvent::sample(EventKind::Clear, 2, Some(7)));
         assert_eq!(agg.events, 4);
         let m = &agg.maps[&1];
         assert_eq!((m.assigns, m.deletes, m.clears), (2, 1, 0));
@@ -390,12 +485,12 @@ mod tests {
         };
         let mut agg = Aggregate::default();
         for _ in 0..3 {
-            agg.record(&event(EventKind::Assign, 10, None));
+            agg.record(&mut event(EventKind::Assign, 10, None));
         }
-        agg.record(&event(EventKind::Assign, 20, None));
-        agg.record(&event(EventKind::Grow, 20, Some(500)));
-        agg.record(&event(EventKind::Grow, 10, Some(100)));
-        agg.record(&event(EventKind::Delete, 30, None));
+        agg.record(&mut event(EventKind::Assign, 20, None));
+        agg.record(&mut event(EventKind::Grow, 20, Some(500)));
+        agg.record(&mut event(EventKind::Grow, 10, Some(100)));
+        agg.record(&mut event(EventKind::Delete, 30, None));
         let m = &agg.maps[&1];
         assert_eq!(m.map_type.as_deref(), Some("map[string]int"));
         let by_ops: Vec<_> = m
@@ -425,17 +520,17 @@ mod tests {
             detail: Some(detail),
             ..TraceEvent::bare(EventKind::Gc, 0, 1, 1)
         };
-        agg.record(&grow(Detail::Small, 100, None));
-        agg.record(&grow(Detail::Table { old: 16, new: 32 }, 300, None));
+        agg.record(&mut grow(Detail::Small, 100, None));
+        agg.record(&mut grow(Detail::Table { old: 16, new: 32 }, 300, None));
         let t = TableState {
             capacity: 1024,
             growth_left: 0,
         };
-        agg.record(&grow(Detail::Split, 200, Some(t)));
-        agg.record(&gc(Detail::GcStart(Some(4))));
-        agg.record(&grow(Detail::Double, 10, None));
-        agg.record(&gc(Detail::GcMarkEnd(Some(4))));
-        agg.record(&TraceEvent {
+        agg.record(&mut grow(Detail::Split, 200, Some(t)));
+        agg.record(&mut gc(Detail::GcStart(Some(4))));
+        agg.record(&mut grow(Detail::Double, 10, None));
+        agg.record(&mut gc(Detail::GcMarkEnd(Some(4))));
+        agg.record(&mut TraceEvent {
             detail: Some(Detail::Bucket(3)),
             duration_ns: Some(50),
             ..TraceEvent::sample(EventKind::Evacuate, 2, None)
@@ -488,10 +583,10 @@ mod tests {
             }),
             ..TraceEvent::bare(EventKind::Madvise, 0, 1, 1)
         };
-        agg.record(&madvise(4, 4096, 0));
-        agg.record(&madvise(4, 8192, 0));
-        agg.record(&madvise(8, 4096, -22));
-        agg.record(&madvise(15, 1 << 20, 0));
+        agg.record(&mut madvise(4, 4096, 0));
+        agg.record(&mut madvise(4, 8192, 0));
+        agg.record(&mut madvise(8, 4096, -22));
+        agg.record(&mut madvise(15, 1 << 20, 0));
         assert_eq!(
             agg.madvise["DONTNEED"],
             AdviceStats {
@@ -503,7 +598,7 @@ mod tests {
         assert_eq!(agg.madvise["FREE"].failed, 1);
         assert_eq!(agg.given_back, 12288);
         for bytes in [100, 300, 200] {
-            agg.record(&TraceEvent {
+            agg.record(&mut TraceEvent {
                 detail: Some(Detail::Rss("VmRSS")),
                 rss_bytes: Some(bytes),
                 ..TraceEvent::bare(EventKind::Rss, 0, 1, 1)

@@ -13,7 +13,8 @@ use map_trace_common::{EventKind, key_hash};
     args_conflicts_with_subcommands = true,
     override_usage = "map-trace [OPTIONS] --pid <PID>\n       \
                       map-trace [OPTIONS] -- <CMD> [ARGS...]\n       \
-                      map-trace hash (--str <S> | --int <N> | --int32 <N> | --hex <BYTES>)"
+                      map-trace hash (--str <S> | --int <N> | --int32 <N> | --hex <BYTES>)\n       \
+                      map-trace compare [OPTIONS] <BASE.json> <NEW.json>"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -26,6 +27,8 @@ pub struct Cli {
 pub enum Command {
     /// Print the key hash that --key-hash filters on
     Hash(HashArgs),
+    /// Compare two --summary-json files: exit status 1 if NEW regressed from BASE
+    Compare(CompareArgs),
 }
 
 #[derive(Debug, Args)]
@@ -58,6 +61,44 @@ impl HashArgs {
             key_hash(self.hex.as_ref().map_or(&[][..], |h| &h.0))
         }
     }
+}
+
+/// `map-trace compare`: each threshold is a relative increase with an absolute floor, so
+/// that noise on tiny numbers never fails a CI run.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The baseline summary (--summary-json of the reference run)
+    #[arg(value_name = "BASE.json")]
+    pub base: PathBuf,
+    /// The summary to check against it
+    #[arg(value_name = "NEW.json")]
+    pub new: PathBuf,
+    /// Allowed increase of a site's grows, in percent (an increase of fewer than 2 grows
+    /// never counts)
+    #[arg(long, value_name = "PCT", default_value = "10", value_parser = parse_percent)]
+    pub grows: f64,
+    /// Allowed increase of a site's worst grow time, in percent
+    #[arg(long, value_name = "PCT", default_value = "25", value_parser = parse_percent)]
+    pub grow_time: f64,
+    /// An increase of the worst grow time below this many nanoseconds never counts
+    #[arg(long, value_name = "N", default_value = "100000")]
+    pub min_grow_ns: u64,
+    /// Allowed increase of a site's bytes held at the end, in percent
+    #[arg(long, value_name = "PCT", default_value = "10", value_parser = parse_percent)]
+    pub bytes: f64,
+    /// An increase of bytes below this never counts
+    #[arg(long, value_name = "N", default_value = "65536")]
+    pub min_bytes: u64,
+    /// Also fail on findings (kind and site) that BASE does not have
+    #[arg(long)]
+    pub fail_on_new_findings: bool,
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|p| p.is_finite() && *p >= 0.0)
+        .ok_or_else(|| format!("`{s}`: give a percentage of 0 or more (for example 10 or 2.5)"))
 }
 
 #[derive(Debug, Args)]
@@ -93,6 +134,14 @@ pub struct TraceArgs {
     /// Serve Prometheus metrics over HTTP at this address (for example 127.0.0.1:9464)
     #[arg(long, value_name = "ADDR")]
     pub prometheus: Option<std::net::SocketAddr>,
+    /// Also write the end-of-run summary as one JSON document: per process its map sites,
+    /// costliest maps and findings
+    #[arg(long, value_name = "PATH")]
+    pub summary_json: Option<PathBuf>,
+    /// Findings, sites and maps the text summary lists per process (--summary-json lists
+    /// every site and finding, and at least 100 maps)
+    #[arg(long, value_name = "N", default_value = "10")]
+    pub top: usize,
     /// No live view, even on a terminal: only the end-of-run summary
     #[arg(long)]
     pub no_tui: bool,
@@ -104,7 +153,7 @@ pub struct TraceArgs {
     /// bytes (suffixes K, M, G); a larger one absorbs longer bursts
     #[arg(long, value_name = "BYTES", default_value = "16M", value_parser = parse_ring_size)]
     pub ring_buffer_size: u32,
-    /// Comma list of event kinds to trace: assign, delete, clear, grow, evacuate, gc, madvise, rss (default: all)
+    /// Comma list of event kinds to trace: assign, delete, clear, grow, evacuate, gc, madvise, rss, make (default: all)
     #[arg(long, value_name = "LIST", value_parser = parse_events)]
     pub events: Option<EventSet>,
     /// Only keyed events (assign, delete) whose key hash is this 64-bit value (16 hex digits,
@@ -201,6 +250,8 @@ pub struct TraceOptions {
     pub json: Option<PathBuf>,
     pub perfetto: Option<PathBuf>,
     pub prometheus: Option<std::net::SocketAddr>,
+    pub summary_json: Option<PathBuf>,
+    pub top: usize,
     pub no_tui: bool,
     pub summary_only: bool,
     pub ring_buffer_size: u32,
@@ -246,6 +297,8 @@ impl TraceArgs {
             json: self.json,
             perfetto: self.perfetto,
             prometheus: self.prometheus,
+            summary_json: self.summary_json,
+            top: self.top,
             no_tui: self.no_tui,
             summary_only: self.summary_only,
             ring_buffer_size: self.ring_buffer_size,
@@ -390,7 +443,7 @@ mod tests {
         let cli = Cli::try_parse_from(args).unwrap();
         match cli.command {
             Some(Command::Hash(h)) => h.hash(),
-            None => panic!("not a hash command"),
+            _ => panic!("not a hash command"),
         }
     }
 

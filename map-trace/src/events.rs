@@ -10,7 +10,7 @@ use thiserror::Error;
 
 use crate::{
     goruntime::{DetailKind, Layout, MapState, TableState},
-    model::{CallSite, Timing},
+    model::{CallSite, Site, Timing},
 };
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -46,6 +46,10 @@ pub enum Detail {
     GcMarkEnd(Option<u64>),
     /// Which resident-memory figure an `rss` sample is (`VmRSS`, `RssAnon`).
     Rss(&'static str),
+    /// A map made with this size hint (`makemap`).
+    Hint(u64),
+    /// A map made with no hint or one of at most 8 (`makemap_small`).
+    MakeSmall,
 }
 
 impl Detail {
@@ -55,7 +59,7 @@ impl Detail {
         match self {
             Detail::Double => "double",
             Detail::SameSize => "same-size",
-            Detail::Small => "small",
+            Detail::Small | Detail::MakeSmall => "small",
             Detail::ToTable => "to-table",
             Detail::Table { .. } => "table",
             Detail::Split => "split",
@@ -63,6 +67,7 @@ impl Detail {
             Detail::GcStart(_) => "start",
             Detail::GcMarkEnd(_) => "mark-end",
             Detail::Rss(which) => which,
+            Detail::Hint(_) => "hint",
         }
     }
 }
@@ -72,6 +77,7 @@ impl fmt::Display for Detail {
         match self {
             Detail::Table { old, new } => write!(f, "table:{old}->{new}"),
             Detail::Bucket(b) => write!(f, "{b}"),
+            Detail::Hint(n) => write!(f, "hint:{n}"),
             Detail::GcStart(Some(n)) | Detail::GcMarkEnd(Some(n)) => {
                 write!(f, "{}:{n}", self.label())
             }
@@ -168,6 +174,12 @@ pub struct TraceEvent {
     pub map_type: Option<Arc<str>>,
     /// The key as text, only with `--show-keys`.
     pub key: Option<String>,
+    /// `make` events: the nearest caller in the program's own module.
+    pub module_caller: Option<Arc<CallSite>>,
+    /// Where the map comes from, as the aggregates know it when the event is recorded.
+    pub site: Option<Arc<Site>>,
+    /// The map type's bucket (classic) or group (swiss) size, in bytes.
+    pub unit_size: Option<u64>,
 }
 
 /// What an event carries as bare addresses and bytes, for [`crate::resolve`] to name.
@@ -204,6 +216,9 @@ impl TraceEvent {
             caller: None,
             map_type: None,
             key: None,
+            module_caller: None,
+            site: None,
+            unit_size: None,
         }
     }
 
@@ -303,6 +318,8 @@ fn decode_event(raw: &Event, kind: EventKind, layout: &Layout) -> Result<TraceEv
         DetailKind::Split => Some(Detail::Split),
         DetailKind::GcStart => Some(Detail::GcStart(entry_value)),
         DetailKind::GcMarkEnd => Some(Detail::GcMarkEnd(entry_value)),
+        DetailKind::Hint => entry_value.map(Detail::Hint),
+        DetailKind::MakeSmall => Some(Detail::MakeSmall),
     };
     Ok(TraceEvent {
         goid: has(FLAG_GOID).then_some(raw.goid),
@@ -311,7 +328,10 @@ fn decode_event(raw: &Event, kind: EventKind, layout: &Layout) -> Result<TraceEv
         state,
         table,
         detail,
-        duration_ns: kind.is_timed().then_some(raw.duration_ns),
+        // The contract gives grows and evacuations a duration; a `make` is timed only to
+        // find its map at the return.
+        duration_ns: matches!(kind, EventKind::Grow | EventKind::Evacuate)
+            .then_some(raw.duration_ns),
         ..bare
     })
 }
@@ -390,6 +410,7 @@ impl TraceEvent {
                 used,
                 tables: 0,
                 global_depth: 0,
+                dir_ptr: 0,
             }),
             ..Self::bare(kind, 0, 1, 1)
         }

@@ -137,6 +137,10 @@ pub enum DetailKind {
     GcStart,
     /// A GC cycle's mark phase terminates (`gcMarkTermination`).
     GcMarkEnd,
+    /// `makemap(t, hint, h)`: the size hint (RBX at entry).
+    Hint,
+    /// `makemap_small()`: no hint (at most one group's or bucket's worth).
+    MakeSmall,
 }
 
 /// A runtime function map-trace probes, and what a call to it means.
@@ -163,11 +167,13 @@ impl MapFunction {
             detail: match self.detail {
                 DetailKind::Evacuate => Some(Reg::Rcx),
                 DetailKind::TableGrow => Some(Reg::Rdi),
+                DetailKind::Hint => Some(Reg::Rbx),
                 _ => None,
             },
             table_in_rax: matches!(self.detail, DetailKind::TableGrow | DetailKind::Split),
             function: index,
             map_type: self.map_type,
+            map_at_return: matches!(self.kind, EventKind::Make),
         }
     }
 }
@@ -280,6 +286,28 @@ const SWISS_GROWTH: &[MapFunction] = &[
     ),
 ];
 
+/// The map constructors, the same in both flavours and every supported version: they return
+/// the map in RAX (`makemap(t, hint, h)` fills `h` when the compiler put the header on the
+/// stack). A map that does not escape and has no hint over 8 gets no call at all.
+const MAP_MAKE: &[MapFunction] = &[
+    MapFunction {
+        symbol: "runtime.makemap",
+        kind: EventKind::Make,
+        key: KeyKind::None,
+        map: Reg::Rcx,
+        map_type: Some(Reg::Rax),
+        detail: DetailKind::Hint,
+    },
+    MapFunction {
+        symbol: "runtime.makemap_small",
+        kind: EventKind::Make,
+        key: KeyKind::None,
+        map: Reg::Rax,
+        map_type: None,
+        detail: DetailKind::MakeSmall,
+    },
+];
+
 /// GC cycle boundaries: the same functions in every supported version.
 const RUNTIME_GC: &[MapFunction] = &[
     timed(
@@ -316,6 +344,7 @@ pub enum HeaderLayout {
     /// `internal/runtime/maps.Map`, and its `table` for table events.
     Swiss {
         used: usize,
+        dir_ptr: usize,
         dir_len: usize,
         global_depth: usize,
         table_capacity: usize,
@@ -342,6 +371,8 @@ pub enum MapState {
         /// Tables in the directory; 0 for a small map (one group, no table).
         tables: u64,
         global_depth: u8,
+        /// The directory, or a small map's group (0: none yet).
+        dir_ptr: u64,
     },
 }
 
@@ -416,6 +447,7 @@ impl HeaderLayout {
             },
             HeaderLayout::Swiss {
                 used,
+                dir_ptr,
                 dir_len,
                 global_depth,
                 ..
@@ -423,6 +455,7 @@ impl HeaderLayout {
                 used: le_u64(h, used),
                 tables: le_u64(h, dir_len),
                 global_depth: byte(h, global_depth),
+                dir_ptr: le_u64(h, dir_ptr),
             },
         }
     }
@@ -456,10 +489,53 @@ const CLASSIC_HEADER: HeaderLayout = HeaderLayout::Classic {
 
 const SWISS_HEADER: HeaderLayout = HeaderLayout::Swiss {
     used: 0,
+    dir_ptr: 16,
     dir_len: 24,
     global_depth: 32,
     table_capacity: 2,
     table_growth_left: 4,
+};
+
+/// What a map's memory is made of, per flavour: the unit the map type gives the size of,
+/// and the runtime's constants that shape the rest (checked against the Go heap's own
+/// measurement by the integration tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// `runtime.hmap`: `2^B` buckets of `BucketSize` (u16 at `bucket_size` in the map type),
+    /// plus `2^(B-4)` overflow buckets made with them from B = 4, plus those made later.
+    Classic {
+        bucket_size_at: u64,
+        /// Average elements per bucket that triggers a grow (6.5 as 13/2).
+        load_num: u64,
+        load_den: u64,
+    },
+    /// `maps.Map`: a small map's one group, or tables of `capacity / 8` groups of
+    /// `GroupSize` (u64 at `group_size` in the map type), a `table_bytes` header each, and a
+    /// directory of pointers.
+    Swiss {
+        group_size_at: u64,
+        slots_per_group: u64,
+        table_bytes: u64,
+        max_table_capacity: u64,
+        /// Load factor at which a table grows (7/8).
+        load_num: u64,
+        load_den: u64,
+    },
+}
+
+pub const CLASSIC_STORAGE: Storage = Storage::Classic {
+    bucket_size_at: 82,
+    load_num: 13,
+    load_den: 2,
+};
+
+pub const SWISS_STORAGE: Storage = Storage::Swiss {
+    group_size_at: 80,
+    slots_per_group: 8,
+    table_bytes: 32,
+    max_table_capacity: 1024,
+    load_num: 7,
+    load_den: 8,
 };
 
 // The binary formats each release writes: read by the binary reader, chosen here.
@@ -557,8 +633,10 @@ pub static PCLNTAB_FORMATS: [PclntabFormat; 2] = [GO_1_18, GO_1_20];
 pub struct Layout {
     pub minors: RangeInclusive<u32>,
     pub flavour: Flavour,
-    /// The functions to probe, in plan order: map operations, growth, GC.
-    pub functions: [&'static [MapFunction]; 3],
+    /// The functions to probe, in plan order: map operations, growth, constructors, GC.
+    pub functions: [&'static [MapFunction]; 4],
+    /// Where the map type keeps the sizes that tell the memory a map holds.
+    pub storage: Storage,
     /// `g.stackguard0`: what the prologue's stack check compares against (R14 + this).
     pub stackguard0_offset: u64,
     /// `g.goid`.
@@ -608,7 +686,8 @@ const fn classic(
     Layout {
         minors,
         flavour: Flavour::Classic,
-        functions: [MAP_OPS, CLASSIC_GROWTH, RUNTIME_GC],
+        functions: [MAP_OPS, CLASSIC_GROWTH, MAP_MAKE, RUNTIME_GC],
+        storage: CLASSIC_STORAGE,
         stackguard0_offset: 0x10,
         goid_offset,
         map_type_key_offset: MAP_TYPE_KEY,
@@ -630,7 +709,8 @@ const fn swiss(
     Layout {
         minors,
         flavour: Flavour::Swiss,
-        functions: [MAP_OPS, SWISS_GROWTH, RUNTIME_GC],
+        functions: [MAP_OPS, SWISS_GROWTH, MAP_MAKE, RUNTIME_GC],
+        storage: SWISS_STORAGE,
         stackguard0_offset: 0x10,
         goid_offset,
         map_type_key_offset: MAP_TYPE_KEY,
@@ -867,7 +947,8 @@ mod tests {
             MapState::Swiss {
                 used: 9,
                 tables: 2,
-                global_depth: 1
+                global_depth: 1,
+                dir_ptr: 0,
             }
         );
         assert_eq!(state.count(), 9);
@@ -899,6 +980,7 @@ mod tests {
         };
         assert_eq!(far.decode(&[0xff; 48]).count(), 0);
         let far = HeaderLayout::Swiss {
+            dir_ptr: 900,
             used: usize::MAX - 3,
             dir_len: usize::MAX,
             global_depth: usize::MAX,
@@ -1020,6 +1102,7 @@ mod tests {
                     global_depth: o(2),
                     table_capacity: o(3),
                     table_growth_left: o(4),
+                    dir_ptr: o(5),
                 },
             ];
             for layout in layouts {

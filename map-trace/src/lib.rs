@@ -2,7 +2,8 @@
 //!
 //! Data flows one way: the target's binary ([`target`]) and the Go runtime knowledge for its
 //! version ([`goruntime`]) give a probe [`plan`]; [`probes`] attaches it; the ring buffer's
-//! records become [`events`]; [`aggregate`] folds them per map; [`output`] writes them out.
+//! records become [`events`]; [`aggregate`] folds them per map; [`answers`] turns the
+//! aggregates into sites and findings; [`output`] writes them out.
 //! [`session`] runs that pipeline for one target.
 
 /// A line on standard error that cannot fail the run: after SIGHUP the terminal may be
@@ -16,14 +17,17 @@ macro_rules! note {
 pub(crate) use note;
 
 pub mod aggregate;
+pub mod answers;
 pub mod binary;
 pub mod bpf_syscall;
 pub mod cli;
+pub mod compare;
 pub mod discovery;
 #[cfg(test)]
 mod ebpf_stack;
 pub mod events;
 pub mod goruntime;
+pub mod held;
 pub mod kernel;
 pub mod model;
 pub mod output;

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use map_trace::{cli, session};
+use map_trace::{cli, compare, session};
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
@@ -10,6 +10,10 @@ fn main() -> ExitCode {
             println!("{:016x}", hash.hash());
             Ok(())
         }
+        Some(cli::Command::Compare(args)) => match compare::run(&args) {
+            Ok(code) => return code,
+            Err(err) => Err(err),
+        },
         None => session::run(
             &args
                 .trace

@@ -3,7 +3,9 @@
 //! flavour), so events, resolving, aggregation and outputs can all name these without
 //! depending on one another.
 
-use std::fmt;
+use std::{fmt, sync::Arc};
+
+use crate::goruntime::Storage;
 
 use map_trace_common::{DURATION_BUCKETS, duration_bucket};
 
@@ -46,9 +48,75 @@ impl CallSite {
     }
 }
 
+impl CallSite {
+    /// `function /path/file:line`.
+    #[must_use]
+    pub fn full(&self) -> String {
+        format!("{} {}", self.function, self.location)
+    }
+}
+
 impl fmt::Display for CallSite {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.function, self.short_location())
+    }
+}
+
+/// Where a map comes from: the line that made it (`make`, a map literal) or, for a map made
+/// before tracing began, the first line of Go code seen using it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Site {
+    /// The innermost frame outside the runtime.
+    pub at: Arc<CallSite>,
+    /// The nearest frame in the program's own module, when `at` is outside it (the standard
+    /// library, a dependency): the line of the program's code that led there.
+    pub module_frame: Option<Arc<CallSite>>,
+    /// `at` is the first use seen, not the constructor's caller.
+    pub first_use: bool,
+    /// `func /path/file:line[ ← func /path/file:line][ (first use)]`, made once: the
+    /// exports name each event's site by it.
+    label: String,
+    /// The same with file names only, for people.
+    short: String,
+}
+
+impl Site {
+    #[must_use]
+    pub fn new(at: Arc<CallSite>, module_frame: Option<Arc<CallSite>>, first_use: bool) -> Self {
+        let module_frame = module_frame.filter(|m| **m != *at);
+        let text = |full: bool| {
+            let name = |c: &CallSite| {
+                if full { c.full() } else { c.to_string() }
+            };
+            let mut text = name(&at);
+            if let Some(m) = &module_frame {
+                text = format!("{text} ← {}", name(m));
+            }
+            if first_use {
+                text.push_str(" (first use)");
+            }
+            text
+        };
+        let (label, short) = (text(true), text(false));
+        Self {
+            at,
+            module_frame,
+            first_use,
+            label,
+            short,
+        }
+    }
+
+    /// What the exports name the site by.
+    #[must_use]
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+}
+
+impl fmt::Display for Site {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.short)
     }
 }
 
@@ -93,4 +161,6 @@ pub struct Labels {
     pub container: Option<String>,
     /// Uprobes of its executable's probe set.
     pub probes: usize,
+    /// How its Go release lays out a map's memory.
+    pub storage: Storage,
 }

@@ -58,8 +58,8 @@ pub struct Plan {
 /// The program that runs at a function's entry.
 fn entry_role(kind: EventKind) -> Role {
     match kind {
-        EventKind::Grow | EventKind::Evacuate => Role::Entry,
         EventKind::Gc => Role::Gc,
+        _ if kind.is_timed() => Role::Entry,
         _ => Role::Op,
     }
 }

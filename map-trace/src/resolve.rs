@@ -9,11 +9,12 @@ use std::sync::Arc;
 // map-trace's profile under load. Nothing here is keyed by input an attacker picks.
 use foldhash::{HashMap, HashMapExt as _};
 
-use map_trace_common::KeyKind;
+use map_trace_common::{EventKind, KeyKind};
 
 use crate::{
     binary::{GoBinary, gotypes::Kind},
     events::{Raw, TraceEvent},
+    goruntime::Storage,
     model::CallSite,
 };
 
@@ -29,9 +30,13 @@ pub struct Resolver {
     binary: Arc<GoBinary>,
     /// Run-time address minus link-time address (non-zero for PIE).
     bias: u64,
+    /// Where in a map type its bucket or group size is.
+    storage: Storage,
     show_keys: bool,
     /// Per return address: the first non-runtime frame among its (inlined) frames.
     callers: HashMap<u64, Option<Arc<CallSite>>>,
+    /// Per return address: the first frame in the program's own module.
+    module_callers: HashMap<u64, Option<Arc<CallSite>>>,
     /// Return addresses found in user code since [`Resolver::take_user_frames`] last ran.
     new_user_frames: Vec<u64>,
     /// Per map type descriptor: its name and the kind of its key.
@@ -42,16 +47,20 @@ pub struct Resolver {
 struct MapType {
     name: Option<Arc<str>>,
     key_kind: Option<Kind>,
+    /// Its bucket or group size.
+    unit_size: Option<u64>,
 }
 
 impl Resolver {
     #[must_use]
-    pub fn new(binary: Arc<GoBinary>, bias: u64, show_keys: bool) -> Self {
+    pub fn new(binary: Arc<GoBinary>, bias: u64, show_keys: bool, storage: Storage) -> Self {
         Self {
+            storage,
             binary,
             bias,
             show_keys,
             callers: HashMap::new(),
+            module_callers: HashMap::new(),
             new_user_frames: Vec::new(),
             types: HashMap::new(),
         }
@@ -64,9 +73,19 @@ impl Resolver {
             .iter()
             .take_while(|&&pc| pc != 0)
             .find_map(|&pc| self.caller(pc));
+        // A made map's site outside the program's module is named with the line of the
+        // program that led there; walked for constructors only (their stacks go that far).
+        if event.kind == EventKind::Make {
+            event.module_caller = raw
+                .stack
+                .iter()
+                .take_while(|&&pc| pc != 0)
+                .find_map(|&pc| self.module_caller(pc));
+        }
         if raw.map_type != 0 {
             let map_type = self.map_type(raw.map_type);
             event.map_type = map_type.name;
+            event.unit_size = map_type.unit_size;
             if self.show_keys {
                 event.key = raw
                     .key
@@ -111,8 +130,26 @@ impl Resolver {
             .clone()
     }
 
-    fn map_type(&mut self, addr: u64) -> MapType {
+    fn module_caller(&mut self, pc: u64) -> Option<Arc<CallSite>> {
         let (binary, bias) = (&self.binary, self.bias);
+        self.module_callers
+            .entry(pc)
+            .or_insert_with(|| {
+                let frames = binary.symbolize(pc.checked_sub(bias)?);
+                let frame = frames
+                    .into_iter()
+                    .find(|f| binary.in_main_module(&f.function))?;
+                Some(Arc::new(CallSite::new(
+                    frame.function,
+                    frame.file,
+                    frame.line,
+                )))
+            })
+            .clone()
+    }
+
+    fn map_type(&mut self, addr: u64) -> MapType {
+        let (binary, bias, storage) = (&self.binary, self.bias, self.storage);
         self.types
             .entry(addr)
             .or_insert_with(|| {
@@ -124,6 +161,16 @@ impl Resolver {
                     key_kind: binary
                         .map_key_type(link)
                         .and_then(|key| binary.type_kind(key)),
+                    // A constant of the map type in the binary's data; only for static map
+                    // types (those the binary lists), as the key type is.
+                    unit_size: binary.map_key_type(link).and_then(|_| match storage {
+                        Storage::Classic { bucket_size_at, .. } => {
+                            binary.read_le::<2>(link.checked_add(bucket_size_at)?)
+                        }
+                        Storage::Swiss { group_size_at, .. } => {
+                            binary.read_le::<8>(link.checked_add(group_size_at)?)
+                        }
+                    }),
                 }
             })
             .clone()

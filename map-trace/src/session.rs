@@ -44,6 +44,9 @@ use crate::{
     tracer::{Counters, MadvisePath, Settings, Tracer},
 };
 
+/// Maps `--summary-json` lists at least, whatever `--top` says.
+const JSON_MAPS: usize = 100;
+
 /// Where tracing starts.
 enum Start<'a> {
     /// A running process, already inspected.
@@ -636,7 +639,7 @@ impl Run<'_> {
                 };
             drop(record);
             match decoded {
-                Ok(event) => self.record(&event)?,
+                Ok(mut event) => self.record(&mut event)?,
                 Err(e) => {
                     let reason = self.undecodable.note(e);
                     if self.opts.verbose {
@@ -684,7 +687,7 @@ impl Run<'_> {
         Ok(emptied)
     }
 
-    fn record(&mut self, event: &TraceEvent) -> anyhow::Result<()> {
+    fn record(&mut self, event: &mut TraceEvent) -> anyhow::Result<()> {
         self.aggs.record(event);
         let events = self.aggs.events;
         for exporter in &mut self.exporters {
@@ -706,7 +709,7 @@ impl Run<'_> {
         let pids: Vec<u32> = self.targets.pids().collect();
         for pid in pids {
             for (which, bytes) in process::resident_memory(pid) {
-                self.record(&TraceEvent {
+                self.record(&mut TraceEvent {
                     detail: Some(Detail::Rss(which)),
                     rss_bytes: Some(bytes),
                     // Sampled by map-trace, not by a thread of the target: no tid.
@@ -748,7 +751,20 @@ impl Run<'_> {
         for exporter in &mut exporters {
             exporter.finish()?;
         }
-        let text = summary::render(&aggs, info);
+        let duration_ns = u64::try_from(info.elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let answers =
+            crate::answers::answer(&aggs, duration_ns, info.lost, opts.top.max(JSON_MAPS));
+        if let Some(path) = &opts.summary_json {
+            let file = output::create_file(path, false)
+                .with_context(|| format!("creating {}", path.display()))?;
+            let mut out = io::BufWriter::new(file);
+            serde_json::to_writer_pretty(&mut out, &answers)
+                .map_err(io::Error::from)
+                .and_then(|()| out.write_all(b"\n"))
+                .and_then(|()| out.flush())
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        let text = summary::render(&aggs, info, &answers, opts.top);
         let written = if to_stderr {
             io::stderr().write_all(text.as_bytes())
         } else {

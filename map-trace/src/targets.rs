@@ -196,13 +196,19 @@ impl Targets {
                 .ok()
                 .and_then(|text| container_id(&text)),
             probes: b.probes.probes(),
+            storage: b.runtime.layout.storage,
         });
         self.processes.insert(
             pid,
             Traced {
                 labels: labels.clone(),
                 layout: b.runtime.layout,
-                resolver: Resolver::new(b.reader.clone(), facts.load_bias, self.show_keys),
+                resolver: Resolver::new(
+                    b.reader.clone(),
+                    facts.load_bias,
+                    self.show_keys,
+                    b.runtime.layout.storage,
+                ),
                 file: exe.id,
                 slot: b.slot,
             },

@@ -56,12 +56,13 @@ fn assert_drained(done: &Finished, csv: &Path) {
         "{}",
         done.summary()
     );
-    // Attached and stopped mid-run: every matched return made exactly one event; a call
-    // running at the stop returns unseen, and the summary says so.
+    // Attached and stopped mid-run: every matched return made exactly one event (maps are
+    // made at a return too); a call running at the stop returns unseen, and the summary
+    // says so.
     let (entered, returned, _) = timed_calls(&done.summary());
     let timed = rows
         .iter()
-        .filter(|r| matches!(r["event"].as_str(), "grow" | "evacuate"));
+        .filter(|r| matches!(r["event"].as_str(), "grow" | "evacuate" | "make"));
     assert_eq!(returned, timed.count() as u64);
     let running = entered - returned;
     if running > 0 {

@@ -145,13 +145,18 @@ fn summary_only_equals_streaming(go: &str) {
         &["-wait", "-n", "3000", "-out", report_path.to_str().unwrap()],
     );
     let pid = program.pid().to_string();
+    // Every map listed in both, not the ten costliest (their grow times differ).
     let mut streaming = Tracer::start(&[
+        "--top",
+        "1000",
         "--pid",
         &pid,
         "--events",
         "assign,delete,clear,grow,evacuate",
     ]);
     let mut counted = Tracer::start(&[
+        "--top",
+        "1000",
         "--pid",
         &pid,
         "--events",

@@ -11,7 +11,7 @@
 use integration_tests::{VARIANTS, dwarf_structs};
 use map_trace::{
     binary::GoBinary,
-    goruntime::{Flavour, HeaderLayout},
+    goruntime::{Flavour, HeaderLayout, Storage},
 };
 
 #[test]
@@ -72,6 +72,14 @@ fn version_table_matches_dwarf() {
             (Flavour::Swiss, _) => ("internal/abi.SwissMapType", "Key"),
         };
         assert_eq!(layout.map_type_key_offset, field(map_type, key), "{v:?}");
+        let table_size = dwarf.get("internal/runtime/maps.table").map(|t| t.size);
+        storage_matches(
+            &format!("{v:?}"),
+            &layout.storage,
+            &field,
+            map_type,
+            table_size,
+        );
         match layout.header {
             HeaderLayout::Classic {
                 count,
@@ -93,6 +101,7 @@ fn version_table_matches_dwarf() {
             }
             HeaderLayout::Swiss {
                 used,
+                dir_ptr,
                 dir_len,
                 global_depth,
                 table_capacity,
@@ -101,6 +110,7 @@ fn version_table_matches_dwarf() {
                 let (m, t) = ("internal/runtime/maps.Map", "internal/runtime/maps.table");
                 assert_eq!(off(used), field(m, "used"), "{v:?}");
                 assert_eq!(off(dir_len), field(m, "dirLen"), "{v:?}");
+                assert_eq!(off(dir_ptr), field(m, "dirPtr"), "{v:?}");
                 assert_eq!(off(global_depth), field(m, "globalDepth"), "{v:?}");
                 assert_eq!(off(table_capacity), field(t, "capacity"), "{v:?}");
                 assert_eq!(off(table_growth_left), field(t, "growthLeft"), "{v:?}");
@@ -141,5 +151,33 @@ fn pclntab_format_matches_dwarf() {
             "{v:?}"
         );
         assert_eq!(format.inlined_call_len, dwarf[inl].size, "{v:?}");
+    }
+}
+
+/// The map type's bucket or group size field, and the swiss table header's size.
+fn storage_matches(
+    v: &str,
+    storage: &Storage,
+    field: &dyn Fn(&str, &str) -> u64,
+    map_type: &str,
+    table_size: Option<u64>,
+) {
+    match *storage {
+        Storage::Classic { bucket_size_at, .. } => {
+            let name = if map_type == "runtime.maptype" {
+                "bucketsize"
+            } else {
+                "BucketSize"
+            };
+            assert_eq!(bucket_size_at, field(map_type, name), "{v}");
+        }
+        Storage::Swiss {
+            group_size_at,
+            table_bytes,
+            ..
+        } => {
+            assert_eq!(group_size_at, field(map_type, "GroupSize"), "{v}");
+            assert_eq!(Some(table_bytes), table_size, "{v}");
+        }
     }
 }

@@ -67,7 +67,7 @@ fn show_keys(go: &str) {
     );
     let header = fs::read_to_string(&csv).unwrap();
     assert!(
-        header.lines().next().unwrap().ends_with(",type,key"),
+        header.lines().next().unwrap().ends_with(",type,site,key"),
         "{header:.200}"
     );
     let rows = read_csv(&csv);

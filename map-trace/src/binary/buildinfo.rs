@@ -28,6 +28,26 @@ pub fn find(data: &[u8]) -> Option<usize> {
 
 /// The Go version string (`go1.26.6`, `go1.24.11 X:noswissmap`, `go1.26.6-X:nogreenteagc`).
 pub fn version(blob: &[u8]) -> Result<String, BuildInfoError> {
+    let (version, _) = inline_strings(blob)?;
+    String::from_utf8(version.to_vec()).map_err(|_| BuildInfoError::Corrupt)
+}
+
+/// The main module's path (`github.com/gohugoio/hugo`), from the `mod` line of the module
+/// info that follows the version; `None` for a build outside a module or without it.
+#[must_use]
+pub fn main_module(blob: &[u8]) -> Option<String> {
+    let (_, info) = inline_strings(blob).ok()?;
+    let info = String::from_utf8_lossy(info?);
+    info.lines()
+        .find_map(|l| l.strip_prefix("mod\t"))
+        .and_then(|l| l.split('\t').next())
+        .filter(|m| !m.is_empty())
+        .map(str::to_owned)
+}
+
+/// The inline varint-prefixed strings of a Go 1.18+ blob: the version, then (when there)
+/// the module info.
+fn inline_strings(blob: &[u8]) -> Result<(&[u8], Option<&[u8]>), BuildInfoError> {
     if !blob.starts_with(MAGIC) {
         return Err(BuildInfoError::Missing);
     }
@@ -36,12 +56,15 @@ pub fn version(blob: &[u8]) -> Result<String, BuildInfoError> {
         return Err(BuildInfoError::OldFormat);
     }
     let rest = blob.get(HEADER_LEN..).ok_or(BuildInfoError::Corrupt)?;
-    let (len, used) = uvarint(rest).ok_or(BuildInfoError::Corrupt)?;
-    let len = usize::try_from(len).map_err(|_| BuildInfoError::Corrupt)?;
-    let bytes = rest
-        .get(used..used.checked_add(len).ok_or(BuildInfoError::Corrupt)?)
-        .ok_or(BuildInfoError::Corrupt)?;
-    String::from_utf8(bytes.to_vec()).map_err(|_| BuildInfoError::Corrupt)
+    let (version, rest) = varint_string(rest).ok_or(BuildInfoError::Corrupt)?;
+    Ok((version, varint_string(rest).map(|(info, _)| info)))
+}
+
+/// A length-prefixed string and what follows it.
+fn varint_string(buf: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (len, used) = uvarint(buf)?;
+    let end = used.checked_add(usize::try_from(len).ok()?)?;
+    Some((buf.get(used..end)?, buf.get(end..)?))
 }
 
 /// Go's `encoding/binary.Uvarint`: the value and the number of bytes it took.
@@ -71,6 +94,17 @@ mod tests {
         b.extend_from_slice(version.as_bytes());
         b.push(0);
         b
+    }
+
+    #[test]
+    fn reads_the_main_module() {
+        let mut b = blob("go1.26.6");
+        b.pop();
+        let info = "0123456789abcdef\tpath\texample.com/x/cmd/y\nmod\texample.com/x\t(devel)\t\n";
+        b.push(u8::try_from(info.len()).unwrap());
+        b.extend_from_slice(info.as_bytes());
+        assert_eq!(main_module(&b).as_deref(), Some("example.com/x"));
+        assert_eq!(main_module(&blob("go1.26.6")), None);
     }
 
     #[test]

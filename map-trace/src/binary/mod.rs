@@ -174,6 +174,8 @@ pub struct GoBinary {
     path: PathBuf,
     image: Image,
     version: String,
+    /// The main module's path, from the build info; `None` outside a module.
+    main_module: Option<String>,
     pie: bool,
     /// Every function in the pclntab by name.
     functions: HashMap<String, Function>,
@@ -229,6 +231,7 @@ impl GoBinary {
             .or_else(|| buildinfo::find(&data).and_then(|at| data.get(at..)))
             .unwrap_or_default();
         let build_info = buildinfo::version(blob);
+        let main_module = buildinfo::main_module(blob);
         let objects = data_symbols(&file, data.len()).ok_or_else(|| BinaryError::NotElf {
             path: path.clone(),
             reason: "symbol names overlap".into(),
@@ -275,6 +278,7 @@ impl GoBinary {
             path,
             image,
             version,
+            main_module,
             pie,
             functions: HashMap::new(),
             objects,
@@ -414,6 +418,30 @@ impl GoBinary {
     #[must_use]
     pub fn version(&self) -> &str {
         &self.version
+    }
+
+    /// Whether `function` (a Go symbol name) belongs to the program's own module: package
+    /// `main`, or a package under the main module's path.
+    #[must_use]
+    pub fn in_main_module(&self, function: &str) -> bool {
+        if function.starts_with("main.") {
+            return true;
+        }
+        self.main_module.as_deref().is_some_and(|m| {
+            function
+                .strip_prefix(m)
+                .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('/'))
+        })
+    }
+
+    /// A little-endian integer of `N` bytes at link-time address `addr` in the file's
+    /// data (type descriptors are there: their sizes are constants of the binary).
+    #[must_use]
+    pub fn read_le<const N: usize>(&self, addr: u64) -> Option<u64> {
+        let bytes: [u8; N] = self.image.bytes_at(addr)?.get(..N)?.try_into().ok()?;
+        let mut word = [0_u8; 8];
+        word.get_mut(..N)?.copy_from_slice(&bytes);
+        Some(u64::from_le_bytes(word))
     }
 
     /// Whether the binary is position independent (ELF `ET_DYN`): it is loaded at a bias

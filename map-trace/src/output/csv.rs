@@ -77,6 +77,7 @@ fn write_row(row: &mut Vec<u8>, r: &Record<'_>) {
     text(row, r.caller.map(str::as_bytes));
     text(row, r.caller_line.map(str::as_bytes));
     text(row, r.map_type.map(str::as_bytes));
+    text(row, r.site.map(str::as_bytes));
     if let Some(key) = r.key {
         text(row, key.map(str::as_bytes));
     }
@@ -178,12 +179,12 @@ mod tests {
         assert_eq!(
             lines,
             [
-                "time_ns,event,pid,tid,goid,map,key_hash,count,detail,duration_ns,addr,len,advice,result,caller,caller_line,type",
-                "42,assign,100,101,9,0xc0000ab0c0,e71fa2190541574b,3,,,,,,,\"main.F[go.shape.int,go.shape.string]\",/src/main.go:7,map[string]*main.Session",
-                "0,clear,1,1,,0x1,,,,,,,,,,,",
-                "0,grow,1,1,,0x2,,14,table:16->32,1500,,,,,,,",
-                "7,madvise,1,2,,,,,,,0x7f00,8192,DONTNEED,0,,,",
-                "8,rss,1,,,,,,VmRSS,,,4096,,,,,",
+                "time_ns,event,pid,tid,goid,map,key_hash,count,detail,duration_ns,addr,len,advice,result,caller,caller_line,type,site",
+                "42,assign,100,101,9,0xc0000ab0c0,e71fa2190541574b,3,,,,,,,\"main.F[go.shape.int,go.shape.string]\",/src/main.go:7,map[string]*main.Session,",
+                "0,clear,1,1,,0x1,,,,,,,,,,,,",
+                "0,grow,1,1,,0x2,,14,table:16->32,1500,,,,,,,,",
+                "7,madvise,1,2,,,,,,,0x7f00,8192,DONTNEED,0,,,,",
+                "8,rss,1,,,,,,VmRSS,,,4096,,,,,,",
             ]
         );
     }
@@ -230,7 +231,7 @@ mod tests {
         }
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<_> = text.lines().collect();
-        assert!(lines[0].ends_with(",type,key"), "{}", lines[0]);
+        assert!(lines[0].ends_with(",type,site,key"), "{}", lines[0]);
         assert!(lines[1].ends_with(",\"user,42\""), "{}", lines[1]);
         assert!(lines[2].ends_with(",,"), "{}", lines[2]);
     }

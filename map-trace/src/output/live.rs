@@ -655,6 +655,7 @@ mod tests {
             flavour: Flavour::Classic,
             container: container.map(str::to_owned),
             probes: 12,
+            storage: crate::goruntime::CLASSIC_STORAGE,
         }
     }
 
@@ -715,7 +716,7 @@ mod tests {
             map_trace_common::EventKind::Assign,
             map_trace_common::EventKind::Assign,
         ] {
-            aggs.record(&TraceEvent {
+            aggs.record(&mut TraceEvent {
                 map_type: Some("map[string]int".into()),
                 state: Some(MapState::Classic {
                     count: 40,

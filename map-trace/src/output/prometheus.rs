@@ -509,6 +509,7 @@ mod tests {
             flavour: crate::goruntime::Flavour::Swiss,
             container: Some(id.clone()),
             probes: 3,
+            storage: crate::goruntime::SWISS_STORAGE,
         }));
         for e in events() {
             p.event(&e).unwrap();

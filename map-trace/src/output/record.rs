@@ -7,8 +7,8 @@ use crate::events::TraceEvent;
 
 /// The contract's 13 columns, then `result` (madvise's return value), `caller` (the Go
 /// function that called the runtime), `caller_line` (its `file:line`) and `type` (the map's
-/// Go type): [`Record`]'s fields in order. `--show-keys` adds [`KEY_COLUMN`] last.
-pub const HEADER: [&str; 17] = [
+/// Go type) and `site` (where the map was made): [`Record`]'s fields in order. `--show-keys` adds [`KEY_COLUMN`] last.
+pub const HEADER: [&str; 18] = [
     "time_ns",
     "event",
     "pid",
@@ -26,6 +26,7 @@ pub const HEADER: [&str; 17] = [
     "caller",
     "caller_line",
     "type",
+    "site",
 ];
 
 /// The column `--show-keys` adds.
@@ -56,7 +57,9 @@ pub struct Record<'a> {
     pub caller_line: Option<&'a str>,
     #[serde(rename = "type")]
     pub map_type: Option<&'a str>,
-    /// Only with `--show-keys` (`Some`): left out otherwise, so the CSV keeps its 17
+    /// The line that made the map (or its first use seen), as [`crate::model::Site`] names it.
+    pub site: Option<&'a str>,
+    /// Only with `--show-keys` (`Some`): left out otherwise, so the CSV keeps its 18
     /// columns and a JSON object does not hint that keys exist.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<Option<&'a str>>,
@@ -84,6 +87,7 @@ impl<'a> Record<'a> {
             caller: e.caller.as_ref().map(|c| c.function.as_str()),
             caller_line: e.caller.as_ref().map(|c| c.location()),
             map_type: e.map_type.as_deref(),
+            site: e.site.as_ref().map(|s| s.label()),
             key: show_keys.then_some(e.key.as_deref()),
         }
     }

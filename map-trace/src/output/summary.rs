@@ -7,6 +7,7 @@ use map_trace_common::{ReadFailure, ReadFailures};
 use super::mib;
 use crate::{
     aggregate::{Aggregate, Aggregates, MapStats, SWISS_GROUP_SLOTS},
+    answers::{MapAnswer, ProcessAnswers, SiteAnswer, Summary, size},
     events::Undecodable,
     goruntime::MapState,
     model::{Labels, Timing},
@@ -97,6 +98,54 @@ fn shape(m: &MapStats) -> Option<String> {
     Some(s)
 }
 
+/// What the map holds, and what a map of its elements would.
+fn held(m: &MapAnswer) -> Option<String> {
+    let bytes = m.bytes?;
+    Some(match m.bytes_needed {
+        Some(needed) => format!(
+            "holds {} (a map made for its {} elements: {})",
+            size(bytes),
+            m.count,
+            size(needed)
+        ),
+        None => format!("holds {}", size(bytes)),
+    })
+}
+
+/// The top sites: where the maps were made and what they cost.
+fn sites_table(s: &mut String, sites: &[SiteAnswer], n: usize) {
+    if sites.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "{:>6} {:>10} {:>10} {:>6} {:>12} {:>10} {:>10}  site (type)",
+        "maps", "assigns", "deletes", "grows", "grow time", "peak", "bytes"
+    );
+    for site in sites.iter().take(n) {
+        let _ = writeln!(
+            s,
+            "{:>6} {:>10} {:>10} {:>6} {:>12} {:>10} {:>10}  {} ({})",
+            site.maps,
+            site.assigns,
+            site.deletes,
+            site.grows,
+            ms(site.grow_ns_total),
+            site.peak_count,
+            if site.bytes_unknown > 0 && site.bytes == 0 {
+                "?".to_owned()
+            } else {
+                size(site.bytes)
+            },
+            site.label,
+            site.map_type
+        );
+    }
+    if sites.len() > n {
+        let _ = writeln!(s, "    … {} more sites", sites.len() - n);
+    }
+}
+
 /// Call sites listed per map and ranking.
 const TOP_CALLERS: usize = 3;
 
@@ -171,7 +220,7 @@ fn bound(i: usize) -> String {
 
 /// The summary: one block per traced process, then the run's own figures.
 #[must_use]
-pub fn render(aggs: &Aggregates, run: &RunInfo) -> String {
+pub fn render(aggs: &Aggregates, run: &RunInfo, answers: &Summary, top: usize) -> String {
     let mut s = String::new();
     if aggs.processes.is_empty() {
         let _ = writeln!(
@@ -182,7 +231,8 @@ pub fn render(aggs: &Aggregates, run: &RunInfo) -> String {
         );
     }
     for p in aggs.processes.values() {
-        render_process(&mut s, &p.labels, &p.agg, run);
+        let answers = answers.processes.iter().find(|a| a.pid == p.labels.pid);
+        render_process(&mut s, &p.labels, &p.agg, run, answers, top);
     }
     if aggs.processes.len() > 1 {
         let passed = if run.passed_over > 0 {
@@ -235,7 +285,14 @@ pub fn render(aggs: &Aggregates, run: &RunInfo) -> String {
 }
 
 /// One process's block: who it is, its maps, their totals, and its memory story.
-fn render_process(s: &mut String, l: &Labels, agg: &Aggregate, run: &RunInfo) {
+fn render_process(
+    s: &mut String,
+    l: &Labels,
+    agg: &Aggregate,
+    run: &RunInfo,
+    answers: Option<&ProcessAnswers>,
+    top: usize,
+) {
     let container = l
         .container
         .as_ref()
@@ -256,19 +313,31 @@ fn render_process(s: &mut String, l: &Labels, agg: &Aggregate, run: &RunInfo) {
             .unwrap_or_default()
     );
     let in_gc = agg.kernel_calls.is_none();
+    if let Some(a) = answers {
+        for f in a.findings.iter().take(top) {
+            let _ = writeln!(s, "finding {}: {}", f.kind, f.message);
+        }
+        sites_table(s, &a.sites, top);
+    }
     let _ = writeln!(
         s,
         "{:<18} {:<8} {:>10} {:>10} {:>8} {:>10} {:>6} {:>8}",
         "map", "flavour", "assigns", "deletes", "clears", "count", "grows", "evacs"
     );
-    for (addr, m) in &agg.maps {
+    // The costliest maps only, as the answers rank them: a real program makes thousands.
+    let shown = top;
+    let listed = answers.map_or(&[][..], |a| &a.maps[..]);
+    for answer in listed.iter().take(shown) {
+        let Some(m) = agg.maps.get(&answer.addr) else {
+            continue;
+        };
         let count = m
             .last_state
             .map_or_else(|| "-".to_owned(), |st| st.count().to_string());
         let _ = writeln!(
             s,
             "{:<18} {:<8} {:>10} {:>10} {:>8} {:>10} {:>6} {:>8}",
-            format!("{addr:#x}"),
+            answer.map,
             l.flavour.to_string(),
             m.assigns,
             m.deletes,
@@ -278,13 +347,20 @@ fn render_process(s: &mut String, l: &Labels, agg: &Aggregate, run: &RunInfo) {
             m.evacuate_time.count
         );
         let lines = origins(m).into_iter().chain(
-            [shape(m), growth(m, in_gc), grow_times(m)]
+            [shape(m), held(answer), growth(m, in_gc), grow_times(m)]
                 .into_iter()
                 .flatten(),
         );
         for line in lines {
             let _ = writeln!(s, "    {line}");
         }
+    }
+    if agg.maps.len() > shown {
+        let _ = writeln!(
+            s,
+            "    … {} more maps (--top N lists more; --summary-json has every site)",
+            agg.maps.len() - shown
+        );
     }
     let t = agg.totals();
     let _ = writeln!(
@@ -300,6 +376,19 @@ fn render_process(s: &mut String, l: &Labels, agg: &Aggregate, run: &RunInfo) {
     );
     if let Some(g) = growth(&t, in_gc) {
         let _ = writeln!(s, "    {g}");
+    }
+    if let Some(a) = answers {
+        let unknown: u64 = a.sites.iter().map(|site| site.bytes_unknown).sum();
+        let _ = writeln!(
+            s,
+            "maps hold {} (buckets, groups, tables and directories){}",
+            size(a.bytes),
+            if unknown > 0 {
+                format!(", and {unknown} maps made before tracing whose tables are not known")
+            } else {
+                String::new()
+            }
+        );
     }
     memory(s, agg);
 }
@@ -363,6 +452,10 @@ mod tests {
     use map_trace_common::EventKind;
 
     use super::*;
+
+    fn text_of(aggs: &Aggregates, run: &RunInfo) -> String {
+        render(aggs, run, &crate::answers::answer(aggs, 0, 0, 100), 100)
+    }
     use crate::{
         events::{Detail, Madvise, TraceEvent},
         goruntime::Flavour,
@@ -371,7 +464,7 @@ mod tests {
     #[test]
     fn failed_reads_and_calls_cut_by_the_stop_are_said() {
         let agg = Aggregate::default();
-        let quiet = render(&one(agg.clone(), Flavour::Swiss), &run());
+        let quiet = text_of(&one(agg.clone(), Flavour::Swiss), &run());
         assert!(!quiet.contains("failed reads"), "{quiet}");
         assert!(!quiet.contains("still running"), "{quiet}");
         let mut read_failures = ReadFailures::default();
@@ -386,7 +479,7 @@ mod tests {
             },
             ..run()
         };
-        let text = render(&one(agg.clone(), Flavour::Swiss), &info);
+        let text = text_of(&one(agg.clone(), Flavour::Swiss), &info);
         assert!(
             text.contains(
                 "failed reads of the target's memory: goid 2, stack 5 (those fields are left empty)"
@@ -409,6 +502,10 @@ mod tests {
             flavour,
             container: None,
             probes: 3,
+            storage: match flavour {
+                Flavour::Classic => crate::goruntime::CLASSIC_STORAGE,
+                Flavour::Swiss => crate::goruntime::SWISS_STORAGE,
+            },
         }));
         if let Some(p) = aggs.processes.get_mut(&1) {
             p.agg = agg;
@@ -456,14 +553,14 @@ mod tests {
             (EventKind::Delete, site("main.expire", 40), None),
             (EventKind::Grow, site("main.register", 30), Some(1_000_000)),
         ] {
-            agg.record(&TraceEvent {
+            agg.record(&mut TraceEvent {
                 caller,
                 duration_ns: ns,
                 map_type: Some(Arc::from("map[string]*main.Session")),
                 ..TraceEvent::sample(kind, 0x10, Some(2))
             });
         }
-        let text = render(&one(agg.clone(), Flavour::Swiss), &run());
+        let text = text_of(&one(agg.clone(), Flavour::Swiss), &run());
         for want in [
             "    type map[string]*main.Session",
             "    top call sites: main.register main.go:30 (2 ops); main.expire main.go:40 (1 ops)",
@@ -481,14 +578,14 @@ mod tests {
             (EventKind::Assign, 0x10),
             (EventKind::Clear, 0x20),
         ] {
-            agg.record(&TraceEvent::sample(kind, map, Some(5)));
+            agg.record(&mut TraceEvent::sample(kind, map, Some(5)));
         }
-        agg.record(&TraceEvent {
+        agg.record(&mut TraceEvent {
             detail: Some(Detail::Table { old: 8, new: 16 }),
             duration_ns: Some(2_500_000),
             ..TraceEvent::sample(EventKind::Grow, 0x10, Some(5))
         });
-        let text = render(&one(agg.clone(), Flavour::Swiss), &run());
+        let text = text_of(&one(agg.clone(), Flavour::Swiss), &run());
         assert!(
             text.contains("pid 1 (go1.26.6, swiss maps), exe /srv/app, 3 probes"),
             "{text}"
@@ -513,7 +610,7 @@ mod tests {
         assert!(!text.contains("undecodable"), "{text}");
         let mut run = run();
         run.undecodable.note("unknown event kind 99");
-        let text = render(&one(Aggregate::default(), Flavour::Swiss), &run);
+        let text = text_of(&one(Aggregate::default(), Flavour::Swiss), &run);
         assert!(
             text.contains("undecodable records: 1 (first: unknown event kind 99; -v lists each)"),
             "{text}"
@@ -528,7 +625,7 @@ mod tests {
     #[test]
     fn memory_lines() {
         let mut agg = Aggregate::default();
-        agg.record(&TraceEvent {
+        agg.record(&mut TraceEvent {
             madvise: Some(Madvise {
                 addr: 0,
                 len: 3 << 20,
@@ -538,13 +635,13 @@ mod tests {
             ..TraceEvent::bare(EventKind::Madvise, 0, 1, 1)
         });
         for bytes in [10 << 20, 30 << 20, 20 << 20] {
-            agg.record(&TraceEvent {
+            agg.record(&mut TraceEvent {
                 detail: Some(Detail::Rss("VmRSS")),
                 rss_bytes: Some(bytes),
                 ..TraceEvent::bare(EventKind::Rss, 0, 1, 1)
             });
         }
-        let text = render(&one(agg.clone(), Flavour::Swiss), &run());
+        let text = text_of(&one(agg.clone(), Flavour::Swiss), &run());
         assert!(
             text.contains("madvise: DONTNEED 1 calls 3.0 MiB (0 failed); given back 3.0 MiB"),
             "{text}"
@@ -558,7 +655,7 @@ mod tests {
     #[test]
     fn classic_growth_in_progress() {
         let mut agg = Aggregate::default();
-        agg.record(&TraceEvent {
+        agg.record(&mut TraceEvent {
             state: Some(MapState::Classic {
                 count: 100,
                 b: 4,
@@ -569,7 +666,7 @@ mod tests {
             }),
             ..TraceEvent::sample(EventKind::Assign, 0x30, None)
         });
-        let text = render(&one(agg, Flavour::Classic), &run());
+        let text = text_of(&one(agg, Flavour::Classic), &run());
         assert!(
             text.contains("2^4 buckets, load 6.25 per bucket, 2 overflow buckets; growth in progress: 3/8 old buckets evacuated"),
             "{text}"
