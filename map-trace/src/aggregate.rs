@@ -67,10 +67,13 @@ pub struct CallerStats {
 impl MapStats {
     fn record(&mut self, event: &TraceEvent, in_gc: bool) {
         if event.kind == EventKind::Grow {
+            // Only deletes leave the tombstones that churn a table: a map with none that
+            // grows below its peak is another map at the same address (a header on the
+            // stack, made without a constructor call).
             let churn = match event.detail {
                 Some(Detail::SameSize) => true,
                 Some(Detail::Table { .. } | Detail::Split) => {
-                    event.count().is_some_and(|n| n < self.peak)
+                    self.deletes > 0 && event.count().is_some_and(|n| n < self.peak)
                 }
                 _ => false,
             };
@@ -451,6 +454,24 @@ mod tests {
 
     use super::*;
     use crate::{events::Madvise, goruntime::TableState};
+
+    #[test]
+    fn churn_is_a_grow_below_the_peak_after_deletes() {
+        let grow = |count| TraceEvent {
+            detail: Some(Detail::Table { old: 64, new: 128 }),
+            ..TraceEvent::sample(EventKind::Grow, 1, Some(count))
+        };
+        let mut agg = Aggregate::default();
+        agg.record(&mut TraceEvent::sample(EventKind::Assign, 1, Some(50)));
+        // Below the peak, but no deletes: another map at the address, not churn.
+        agg.record(&mut grow(40));
+        assert_eq!(agg.maps[&1].churn_grows, 0);
+        agg.record(&mut TraceEvent::sample(EventKind::Delete, 1, Some(50)));
+        agg.record(&mut grow(50));
+        assert_eq!(agg.maps[&1].churn_grows, 0, "at the peak: growth");
+        agg.record(&mut grow(45));
+        assert_eq!(agg.maps[&1].churn_grows, 1);
+    }
 
     #[test]
     fn counts_per_map_and_in_total() {
