@@ -62,6 +62,9 @@ pub struct SiteAnswer {
     /// The three above as people read them (file names only).
     #[serde(skip)]
     pub label: String,
+    /// As the exports name it (the CSV's `site`); empty for maps no line is known for.
+    #[serde(skip)]
+    pub key: String,
     #[serde(rename = "type")]
     pub map_type: String,
     pub maps: u64,
@@ -220,6 +223,7 @@ fn sites(agg: &Aggregate, maps: &[(Option<&Arc<Site>>, MapAnswer)]) -> Vec<SiteA
                 via,
                 first_use,
                 label: site.map_or_else(|| UNKNOWN.to_owned(), ToString::to_string),
+                key: site.map_or_else(String::new, |s| s.label().to_owned()),
                 ..SiteAnswer::default()
             }
         });

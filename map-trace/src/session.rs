@@ -584,6 +584,15 @@ impl Run<'_> {
         for exporter in &mut self.exporters {
             exporter.status(&status)?;
         }
+        if self.exporters.iter().any(|e| e.wants_answers()) {
+            let elapsed = u64::try_from(status.elapsed.as_nanos()).unwrap_or(u64::MAX);
+            let answers = crate::answers::answer(&self.aggs, elapsed, status.lost, 0);
+            for exporter in &mut self.exporters {
+                if exporter.wants_answers() {
+                    exporter.answers(&answers)?;
+                }
+            }
+        }
         let Some(live) = &mut self.live else {
             return Ok(None);
         };

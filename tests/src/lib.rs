@@ -1145,3 +1145,58 @@ impl Tracer {
         }
     }
 }
+
+/// A free loopback port (free when asked; nobody else here takes it in between).
+#[must_use]
+pub fn free_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind a loopback port")
+        .local_addr()
+        .expect("its address")
+}
+
+/// What a Prometheus server puts in `Accept` when it scrapes.
+pub const OPENMETRICS: &str =
+    "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+
+/// `GET path` over plain HTTP/1.1 with `accept`: the status and headers, and the body.
+pub fn http_get(
+    addr: std::net::SocketAddr,
+    path: &str,
+    accept: &str,
+) -> std::io::Result<(String, String)> {
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("not an HTTP response"))?;
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(body).ok_or_else(|| std::io::Error::other("bad chunked body"))?
+    } else {
+        body.to_owned()
+    };
+    Ok((head.to_owned(), body))
+}
+
+/// A chunked HTTP/1.1 body, joined (Go's servers chunk larger replies).
+fn dechunk(mut body: &str) -> Option<String> {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n")?;
+        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        if size == 0 {
+            return Some(out);
+        }
+        out.push_str(rest.get(..size)?);
+        body = rest.get(size..)?.strip_prefix("\r\n")?;
+    }
+}

@@ -11,8 +11,7 @@
 
 use std::{
     collections::HashMap,
-    io::{Read as _, Write as _},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpListener},
     os::unix::fs::PermissionsExt as _,
     path::Path,
     process::Command,
@@ -20,8 +19,8 @@ use std::{
 };
 
 use integration_tests::{
-    GO_CLASSIC, GO_SWISS, Program, Report, Row, Tracer, assert_events_match, assert_one_error_line,
-    build_go, map_trace_bin, read_csv, run_map_trace,
+    GO_CLASSIC, GO_SWISS, OPENMETRICS, Program, Report, Row, Tracer, assert_events_match,
+    assert_one_error_line, build_go, free_port, http_get, map_trace_bin, read_csv, run_map_trace,
 };
 use serde_json::{Map, Value};
 
@@ -298,29 +297,17 @@ fn memory_given_back() {
     assert!(x.rows.iter().any(|r| r["event"] == "rss"), "RSS samples");
 }
 
-/// A free loopback port (free when asked; nobody else here takes it in between).
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-/// `GET /metrics` over plain HTTP/1.1; the body, or the connection error.
+/// `GET /metrics` as a Prometheus server asks (`OpenMetrics` first); the body, or the
+/// connection error.
 fn scrape(addr: SocketAddr) -> std::io::Result<String> {
-    let mut stream = TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: map-trace\r\nConnection: close\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
+    let (head, body) = http_get(addr, "/metrics", OPENMETRICS)?;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(
         head.to_ascii_lowercase()
             .contains("content-type: application/openmetrics-text"),
         "{head}"
     );
-    Ok(body.to_owned())
+    Ok(body)
 }
 
 /// One sample of an exposition.
@@ -461,32 +448,51 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<u64>
         })
 }
 
-/// `map_trace_map_events_total` of `map` and `event`, 0 when absent.
-fn map_events(samples: &[Sample], map: &str, event: &str) -> u64 {
-    value(
-        samples,
-        "map_trace_map_events_total",
-        &[("map", map), ("event", event)],
-    )
-    .unwrap_or(0)
-}
-
-/// Grow rows per map of mapops' own: a map of the runtime may still grow on the way out,
-/// after the scrape.
-fn grows_of<'a>(rows: &'a [Row], report: &Report) -> HashMap<&'a str, u64> {
-    let ours: Vec<&str> = report.maps.iter().map(|m| m.addr.as_str()).collect();
-    let mut grows = HashMap::new();
-    for r in rows
+/// `map_trace_map_events_total` of `event`, summed over the series whose labels include
+/// `labels`.
+fn map_events(samples: &[Sample], labels: &[(&str, &str)], event: &str) -> u64 {
+    samples
         .iter()
-        .filter(|r| r["event"] == "grow" && ours.contains(&&*r["map"]))
-    {
-        *grows.entry(r["map"].as_str()).or_default() += 1;
-    }
-    grows
+        .filter(|s| {
+            s.name == "map_trace_map_events_total"
+                && s.labels["event"] == event
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|s| {
+            #[expect(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                reason = "counters are whole"
+            )]
+            let n = s.value as u64;
+            n
+        })
+        .sum()
 }
 
-/// Scraped while mapops, its work done, still runs: the per-map counters equal what it
-/// did, nothing was lost, and each map's grow histogram counts its grow events.
+/// The sites of mapops' own maps in the CSV (the map's site on its rows), and per site and
+/// event kind the rows of every map of those sites.
+fn per_site<'a>(rows: &'a [Row], report: &Report) -> HashMap<(&'a str, &'a str), u64> {
+    let ours: Vec<&str> = report.maps.iter().map(|m| m.addr.as_str()).collect();
+    let sites: std::collections::HashSet<&str> = rows
+        .iter()
+        .filter(|r| ours.contains(&&*r["map"]))
+        .map(|r| r["site"].as_str())
+        .collect();
+    let mut counts = HashMap::new();
+    for r in rows.iter().filter(|r| sites.contains(r["site"].as_str())) {
+        *counts
+            .entry((r["site"].as_str(), r["event"].as_str()))
+            .or_default() += 1;
+    }
+    counts
+}
+
+/// Scraped while mapops, its work done, still runs: its map series are one per site, never
+/// per map address; their counters equal what the program did and what the CSV of the same
+/// run says per site; nothing was lost, and each site's grow histogram counts its grows.
 #[test]
 fn prometheus_while_the_target_runs() {
     let bin = build_go("mapops", GO_SWISS);
@@ -519,27 +525,51 @@ fn prometheus_while_the_target_runs() {
     program.step();
     assert_eq!(program.read_line(), "held");
     let report = Report::read(&report_path);
+    let total = |kind: &str| -> u64 {
+        report
+            .maps
+            .iter()
+            .map(|m| match kind {
+                "assign" => m.assigns,
+                "delete" => m.deletes,
+                _ => m.clears,
+            })
+            .sum()
+    };
 
-    // map-trace drains the ring buffer on its own time: scrape until it has caught up.
+    // map-trace drains the ring buffer on its own time: scrape until it has caught up with
+    // the program's own maps (their sites are in package main).
+    let in_main = |metrics: &[Sample], kind: &str| -> u64 {
+        metrics
+            .iter()
+            .filter(|s| s.name == "map_trace_map_events_total" && s.labels["event"] == kind)
+            .filter(|s| s.labels["site"].starts_with("main."))
+            .map(|s| {
+                #[expect(
+                    clippy::cast_possible_truncation,
+                    clippy::cast_sign_loss,
+                    reason = "counters are whole"
+                )]
+                let n = s.value as u64;
+                n
+            })
+            .sum()
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     let metrics = loop {
         let metrics = parse_openmetrics(&scrape(addr).expect("scrape /metrics"));
-        let caught_up = report.maps.iter().all(|m| {
-            map_events(&metrics, &m.addr, "assign") == m.assigns
-                && map_events(&metrics, &m.addr, "delete") == m.deletes
-                && map_events(&metrics, &m.addr, "clear") == m.clears
-        });
+        let caught_up = ["assign", "delete", "clear"]
+            .iter()
+            .all(|k| in_main(&metrics, k) >= total(k));
         if caught_up || Instant::now() > deadline {
             break metrics;
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    for m in &report.maps {
-        let what = format!("map {} ({})", m.name, m.addr);
-        assert_eq!(map_events(&metrics, &m.addr, "assign"), m.assigns, "{what}");
-        assert_eq!(map_events(&metrics, &m.addr, "delete"), m.deletes, "{what}");
-        assert_eq!(map_events(&metrics, &m.addr, "clear"), m.clears, "{what}");
-    }
+    assert!(
+        metrics.iter().all(|s| !s.labels.contains_key("map")),
+        "a series per map address"
+    );
     assert_eq!(
         value(&metrics, "map_trace_lost_events_total", &[]),
         Some(0),
@@ -547,6 +577,7 @@ fn prometheus_while_the_target_runs() {
     );
     assert!(value(&metrics, "map_trace_events_total", &[]) > Some(0));
     assert!(value(&metrics, "map_trace_rss_bytes", &[("kind", "VmRSS")]) > Some(0));
+    assert!(value(&metrics, "map_trace_maps_held_bytes", &[]) > Some(0));
 
     program.proceed();
     let (status, _) = program.finish(LIMIT);
@@ -555,37 +586,56 @@ fn prometheus_while_the_target_runs() {
     assert!(done.status.success(), "map-trace: {:?}", done.stderr);
     assert!(scrape(addr).is_err(), "the server ends with the run");
 
-    // The CSV of the same run: the histograms counted every grow of every map.
+    // The CSV of the same run, per site: the counters and the histograms.
     let rows = read_csv(&csv);
     assert_events_match(&report, &rows, program_pid(&rows));
-    let grows = grows_of(&rows, &report);
-    assert!(!grows.is_empty(), "mapops grows its maps");
-    for (map, n) in &grows {
+    sites_match_the_csv(&metrics, &rows, &report);
+}
+
+/// Per site of mapops' maps, the series equal the CSV's rows: counters and histograms.
+fn sites_match_the_csv(metrics: &[Sample], rows: &[Row], report: &Report) {
+    let counts = per_site(rows, report);
+    let sites: std::collections::BTreeSet<&str> = counts.keys().map(|(s, _)| *s).collect();
+    assert!(sites.iter().all(|s| s.starts_with("main.")), "{sites:?}");
+    let mut grew = 0;
+    for site in &sites {
+        let n = |kind| counts.get(&(*site, kind)).copied().unwrap_or(0);
+        for kind in ["assign", "delete", "clear"] {
+            assert_eq!(
+                map_events(metrics, &[("site", site)], kind),
+                n(kind),
+                "{kind}s at {site}"
+            );
+        }
+        // A map of the program may still grow on the way out, after the scrape: only
+        // sites whose maps grew before it are compared.
+        let grows = map_events(metrics, &[("site", site)], "grow");
+        if grows == 0 {
+            continue;
+        }
+        grew += 1;
+        assert_eq!(grows, n("grow"), "grows at {site}");
         let of = |name: &str, le: Option<&str>| {
-            let mut labels = vec![("map", *map)];
+            let mut labels = vec![("site", *site)];
             labels.extend(le.map(|le| ("le", le)));
-            value(&metrics, name, &labels)
+            value(metrics, name, &labels)
         };
         assert_eq!(
             of("map_trace_grow_duration_seconds_count", None),
-            Some(*n),
-            "grows of {map}"
+            Some(grows)
         );
         assert_eq!(
             of("map_trace_grow_duration_seconds_bucket", Some("+Inf")),
-            Some(*n)
+            Some(grows)
         );
-        assert_eq!(
-            map_events(&metrics, map, "grow"),
-            *n,
-            "grow events of {map}"
-        );
+        assert!(of("map_trace_site_maps", None) >= Some(1), "{site}");
     }
-    // Every map of mapops' is named by its Go type.
+    assert!(grew > 0, "mapops grows its maps");
+    // Every site of mapops' is named by its Go type.
     let types: Vec<&str> = metrics
         .iter()
         .filter(|s| s.name == "map_trace_map_events_total")
-        .filter(|s| report.maps.iter().any(|m| m.addr == s.labels["map"]))
+        .filter(|s| sites.contains(s.labels["site"].as_str()))
         .map(|s| s.labels["type"].as_str())
         .collect();
     assert!(types.contains(&"map[string]int"), "{types:?}");

@@ -56,6 +56,9 @@ pub const DEMO_GO: &str = "1.26.6";
 pub struct Tools {
     cache: PathBuf,
     bpf_linker_bin: PathBuf,
+    /// Debian's Prometheus server and promtool, unpacked: the tests scrape map-trace with
+    /// a real server and check its metrics with promtool.
+    prometheus_bin: PathBuf,
     go_roots: BTreeMap<&'static str, PathBuf>,
     kernels: Vec<vm::Unpacked>,
 }
@@ -96,9 +99,11 @@ pub fn install() -> anyhow::Result<Tools> {
         .collect::<anyhow::Result<_>>()?;
     go_roots.insert(DEBIAN_GO, debian_go(&cache)?);
     let kernels = vm::fetch_kernels(&cache)?;
+    let prometheus_bin = debian_package(&cache, "prometheus")?.join("usr/bin");
     Ok(Tools {
         cache,
         bpf_linker_bin,
+        prometheus_bin,
         go_roots,
         kernels,
     })
@@ -380,7 +385,7 @@ impl Tools {
     }
 
     /// The environment [`Tools::apply`] sets: also written into the guests' test scripts.
-    pub fn test_env(&self) -> [(&'static str, OsString); 3] {
+    pub fn test_env(&self) -> [(&'static str, OsString); 4] {
         let mut path = OsString::from(&self.bpf_linker_bin);
         if let Some(old) = std::env::var_os("PATH") {
             path.push(":");
@@ -395,6 +400,10 @@ impl Tools {
             ("PATH", path),
             ("MAP_TRACE_GO_ROOTS", roots.join(",").into()),
             ("GOCACHE", self.cache.join("gocache").into()),
+            (
+                "MAP_TRACE_PROMETHEUS_BIN",
+                self.prometheus_bin.clone().into(),
+            ),
         ]
     }
 

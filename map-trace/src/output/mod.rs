@@ -62,6 +62,15 @@ pub trait Exporter {
     fn status(&mut self, _status: &Status) -> anyhow::Result<()> {
         Ok(())
     }
+    /// Whether [`Exporter::answers`] should be called: working them out costs a pass over
+    /// every map.
+    fn wants_answers(&self) -> bool {
+        false
+    }
+    /// The answers so far (sites, bytes held), with each status.
+    fn answers(&mut self, _answers: &crate::answers::Summary) -> anyhow::Result<()> {
+        Ok(())
+    }
     /// Flushes everything written; called once at the end of the run.
     fn finish(&mut self) -> anyhow::Result<()>;
 }

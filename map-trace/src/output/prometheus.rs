@@ -1,6 +1,10 @@
 //! Prometheus metrics over HTTP (`GET /metrics`, `OpenMetrics` text) while the run lasts: map
-//! events per map and kind, grow and evacuation durations, madvise, GC, resident memory and
-//! lost events.
+//! events per map site and kind, grow and evacuation durations, the maps and bytes of each
+//! site, madvise, GC, resident memory and lost events.
+//!
+//! Map series are labelled by site (the line that made the maps) and type, never by map
+//! address: a real program makes thousands of short-lived maps, and a series per map would
+//! grow without bound. A site is a line of code, so their number is bounded by the program.
 //!
 //! The metrics are atomics shared between the exporter, which updates them from the event
 //! loop, and the server task on the same loop, which encodes them on each scrape.
@@ -8,6 +12,7 @@
 use std::{
     collections::HashMap,
     convert::Infallible,
+    fmt::Write as _,
     future::ready,
     net::{SocketAddr, TcpListener},
     sync::Arc,
@@ -19,7 +24,7 @@ use http_body_util::Full;
 use hyper::{
     Method, Request, Response, StatusCode,
     body::Bytes,
-    header::{CONTENT_TYPE, HeaderValue},
+    header::{ACCEPT, CONTENT_TYPE, HeaderValue},
     server::conn::http1,
     service::service_fn,
 };
@@ -34,6 +39,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use super::{Exporter, Status};
 use crate::{
+    answers::Summary,
     events::{Detail, TraceEvent},
     model::Labels,
 };
@@ -50,6 +56,9 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The content type of what `prometheus_client`'s text encoder writes.
 const CONTENT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The Prometheus text format, for clients that do not ask for `OpenMetrics` (curl,
+/// `promtool check metrics`).
+const CONTENT_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Which process a series is of: map addresses repeat across processes, and a pid alone
 /// says little on a dashboard.
@@ -61,19 +70,21 @@ struct ProcessLabels {
     container: String,
 }
 
+/// The maps of one site of one process.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct MapLabels {
+struct SiteLabels {
     #[prometheus(flatten)]
     process: ProcessLabels,
-    map: String,
-    /// The map's Go type, empty where the binary does not name it.
+    /// The maps' Go type, empty where the binary does not name it.
     r#type: String,
+    /// As the CSV's `site` column has it; empty where no line is known.
+    site: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct MapEventLabels {
+struct SiteEventLabels {
     #[prometheus(flatten)]
-    map: MapLabels,
+    site: SiteLabels,
     event: &'static str,
 }
 
@@ -101,7 +112,7 @@ struct KindLabels {
 /// For per-process counters.
 type ProcessFamily = Family<ProcessLabels, Counter>;
 
-type DurationFamily = Family<MapLabels, Histogram, fn() -> Histogram>;
+type DurationFamily = Family<SiteLabels, Histogram, fn() -> Histogram>;
 
 fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS)
@@ -109,8 +120,11 @@ fn duration_histogram() -> Histogram {
 
 /// Handles on the registered metrics.
 struct Metrics {
-    map_events: Family<MapEventLabels, Counter>,
-    map_count: Family<MapLabels, Gauge>,
+    map_events: Family<SiteEventLabels, Counter>,
+    site_maps: Family<SiteLabels, Gauge>,
+    site_held: Family<SiteLabels, Gauge>,
+    site_peak: Family<SiteLabels, Gauge>,
+    held: Family<ProcessLabels, Gauge>,
     grow_seconds: DurationFamily,
     evacuate_seconds: DurationFamily,
     events: Counter,
@@ -127,7 +141,10 @@ impl Metrics {
     fn register(r: &mut Registry) -> Self {
         let m = Self {
             map_events: Family::default(),
-            map_count: Family::default(),
+            site_maps: Family::default(),
+            site_held: Family::default(),
+            site_peak: Family::default(),
+            held: Family::default(),
             grow_seconds: Family::new_with_constructor(duration_histogram),
             evacuate_seconds: Family::new_with_constructor(duration_histogram),
             events: Counter::default(),
@@ -141,13 +158,30 @@ impl Metrics {
         };
         r.register(
             "map_events",
-            "Map operations, grows and evacuations, by map and event kind",
+            "Maps made, map operations, grows and evacuations, by site and event kind",
             m.map_events.clone(),
         );
         r.register(
-            "map_count",
-            "Element count of each map at its last event",
-            m.map_count.clone(),
+            "site_maps",
+            "Maps of the site seen so far, live and gone",
+            m.site_maps.clone(),
+        );
+        r.register_with_unit(
+            "site_held",
+            "Memory the site's live maps hold (buckets, groups, tables, directories)",
+            Unit::Bytes,
+            m.site_held.clone(),
+        );
+        r.register(
+            "site_peak_elements",
+            "Most elements any map of the site held",
+            m.site_peak.clone(),
+        );
+        r.register_with_unit(
+            "maps_held",
+            "Memory all live maps of the process hold, where their shape is known",
+            Unit::Bytes,
+            m.held.clone(),
         );
         r.register_with_unit(
             "grow_duration",
@@ -202,9 +236,9 @@ impl Metrics {
 
 pub struct PrometheusExporter {
     metrics: Metrics,
-    /// Each map's Go type as first named: events that do not carry it (grows) keep the
-    /// map's series.
-    types: HashMap<(u32, u64), Arc<str>>,
+    /// Each site's Go type as first named: events that do not carry it (grows) keep the
+    /// site's series. One entry per site, as bounded as the series.
+    types: HashMap<(u32, Arc<str>), Arc<str>>,
     /// Each traced process's labels, by pid.
     processes: HashMap<u32, ProcessLabels>,
     /// The ring buffer's lost events as last reported.
@@ -263,35 +297,37 @@ impl PrometheusExporter {
             })
     }
 
-    fn map_labels(&mut self, map: u64, e: &TraceEvent) -> MapLabels {
+    fn site_labels(&mut self, e: &TraceEvent) -> SiteLabels {
+        let site: Arc<str> = e
+            .site
+            .as_ref()
+            .map_or_else(|| "".into(), |s| s.label().into());
+        let key = (e.pid, site);
         if let Some(t) = &e.map_type {
             self.types
-                .entry((e.pid, map))
+                .entry(key.clone())
                 .or_insert_with(|| Arc::clone(t));
         }
-        MapLabels {
+        SiteLabels {
             process: self.process_labels(e.pid),
-            map: format!("{map:#x}"),
             r#type: self
                 .types
-                .get(&(e.pid, map))
+                .get(&key)
                 .map(ToString::to_string)
                 .unwrap_or_default(),
+            site: key.1.to_string(),
         }
     }
 
-    fn map_event(&mut self, map: u64, e: &TraceEvent) {
-        let labels = self.map_labels(map, e);
+    fn map_event(&mut self, e: &TraceEvent) {
+        let labels = self.site_labels(e);
         let m = &self.metrics;
         m.map_events
-            .get_or_create(&MapEventLabels {
-                map: labels.clone(),
+            .get_or_create(&SiteEventLabels {
+                site: labels.clone(),
                 event: e.kind.name(),
             })
             .inc();
-        if let Some(count) = e.count() {
-            m.map_count.get_or_create(&labels).set(gauge_value(count));
-        }
         let durations = match e.kind {
             EventKind::Grow => &m.grow_seconds,
             EventKind::Evacuate => &m.evacuate_seconds,
@@ -305,14 +341,16 @@ impl PrometheusExporter {
 
 impl Exporter for PrometheusExporter {
     fn process(&mut self, labels: &Arc<Labels>) {
-        self.processes.insert(
-            labels.pid,
-            ProcessLabels {
-                pid: labels.pid.to_string(),
-                exe: labels.exe.clone(),
-                container: labels.container.clone().unwrap_or_default(),
-            },
-        );
+        let process = ProcessLabels {
+            pid: labels.pid.to_string(),
+            exe: labels.exe.clone(),
+            container: labels.container.clone().unwrap_or_default(),
+        };
+        // From the start, at 0: a dashboard's rate of them is 0, not "no data", until the
+        // first GC or the first page given back.
+        self.metrics.given_back.get_or_create(&process).inc_by(0);
+        self.metrics.gc_cycles.get_or_create(&process).inc_by(0);
+        self.processes.insert(labels.pid, process);
     }
 
     fn event(&mut self, e: &TraceEvent) -> anyhow::Result<()> {
@@ -352,7 +390,7 @@ impl Exporter for PrometheusExporter {
                         .set(gauge_value(bytes));
                 }
             }
-            (_, Some(map), _, _) => self.map_event(map, e),
+            (_, Some(_), _, _) => self.map_event(e),
             _ => {}
         }
         Ok(())
@@ -374,6 +412,37 @@ impl Exporter for PrometheusExporter {
                 .get_or_create(&KindLabels { kind: kind.name() });
             counter.inc_by(now.saturating_sub(*seen));
             *seen = (*seen).max(now);
+        }
+        Ok(())
+    }
+
+    fn wants_answers(&self) -> bool {
+        true
+    }
+
+    /// The sites' maps, bytes and peaks: gauges set from the answers, one series per site.
+    fn answers(&mut self, answers: &Summary) -> anyhow::Result<()> {
+        for p in &answers.processes {
+            let process = self.process_labels(p.pid);
+            let m = &self.metrics;
+            m.held.get_or_create(&process).set(gauge_value(p.bytes));
+            for site in &p.sites {
+                // The label the events' series carry: the full site, `via` and all.
+                let labels = SiteLabels {
+                    process: process.clone(),
+                    r#type: site.map_type.clone(),
+                    site: site.key.clone(),
+                };
+                m.site_maps
+                    .get_or_create(&labels)
+                    .set(gauge_value(site.maps));
+                m.site_held
+                    .get_or_create(&labels)
+                    .set(gauge_value(site.bytes));
+                m.site_peak
+                    .get_or_create(&labels)
+                    .set(gauge_value(site.peak_count));
+            }
         }
         Ok(())
     }
@@ -429,9 +498,16 @@ fn respond<B>(registry: &Registry, req: &Request<B>) -> Response<Full<Bytes>> {
             "map-trace serves GET /metrics\n".into(),
         );
     }
+    let openmetrics = req
+        .headers()
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
     let mut text = String::new();
     match encode(&mut text, registry) {
-        Ok(()) => reply(StatusCode::OK, CONTENT, text),
+        Ok(()) if openmetrics => reply(StatusCode::OK, CONTENT, text),
+        Ok(()) => reply(StatusCode::OK, CONTENT_TEXT, prometheus_text(&text)),
         Err(_) => reply(
             StatusCode::INTERNAL_SERVER_ERROR,
             "text/plain",
@@ -440,40 +516,83 @@ fn respond<B>(registry: &Registry, req: &Request<B>) -> Response<Full<Bytes>> {
     }
 }
 
+/// `OpenMetrics` text as the Prometheus text format (0.0.4) has it: `prometheus_client`
+/// encodes only the former. They differ in what this exporter writes only in that a
+/// counter's `HELP` and `TYPE` name its `_total` samples, and there is no `UNIT` or `EOF`.
+fn prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match meta.and_then(|(p, rest)| Some((p, rest.split_once(' ')?))) {
+            Some((p, (name, rest))) if counters.contains(name) => {
+                let _ = writeln!(out, "{p}{name}_total {rest}");
+            }
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     use super::*;
-    use crate::events::Madvise;
+    use crate::{events::Madvise, model::CallSite};
 
-    async fn get(addr: SocketAddr, path: &str) -> String {
+    async fn get(addr: SocketAddr, path: &str, accept: &str) -> String {
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
+        );
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).await.unwrap();
         response
     }
 
+    const OPENMETRICS: &str = "application/openmetrics-text;version=1.0.0,text/plain;q=0.5";
+
+    fn caller() -> Arc<CallSite> {
+        Arc::new(CallSite::new("main.fill".into(), "/src/main.go".into(), 42))
+    }
+
     fn events() -> Vec<TraceEvent> {
-        let typed = |kind| TraceEvent {
+        // Two maps first used on one line (the aggregates name their site): one series.
+        let of = |kind, map| TraceEvent {
+            caller: Some(caller()),
+            ..TraceEvent::sample(kind, map, Some(5))
+        };
+        let typed = |kind, map| TraceEvent {
             map_type: Some("map[string]int".into()),
-            ..TraceEvent::sample(kind, 0xc000_0100, Some(5))
+            ..of(kind, map)
         };
         vec![
-            typed(EventKind::Assign),
-            typed(EventKind::Assign),
-            typed(EventKind::Delete),
-            // Grows carry no type: the map's series keeps the one its writes named.
+            typed(EventKind::Assign, 0xc000_0100),
+            typed(EventKind::Assign, 0xc000_0200),
+            typed(EventKind::Delete, 0xc000_0100),
+            // Grows carry no type: the site's series keeps the one its writes named.
             TraceEvent {
                 detail: Some(Detail::Split),
                 duration_ns: Some(3_000),
-                ..TraceEvent::sample(EventKind::Grow, 0xc000_0100, Some(9))
+                ..of(EventKind::Grow, 0xc000_0100)
             },
             TraceEvent {
                 duration_ns: Some(200_000),
-                ..TraceEvent::sample(EventKind::Grow, 0xc000_0100, Some(17))
+                ..of(EventKind::Grow, 0xc000_0200)
             },
             TraceEvent {
                 madvise: Some(Madvise {
@@ -502,7 +621,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let mut p = PrometheusExporter::serve(listener).unwrap();
         let id = "c0ffee".repeat(10) + "abcd";
-        p.process(&Arc::new(Labels {
+        let labels = Arc::new(Labels {
             pid: 1,
             exe: "/srv/app".into(),
             go_version: "go1.26.6".into(),
@@ -510,10 +629,16 @@ mod tests {
             container: Some(id.clone()),
             probes: 3,
             storage: crate::goruntime::SWISS_STORAGE,
-        }));
-        for e in events() {
+        });
+        p.process(&labels);
+        let mut aggs = crate::aggregate::Aggregates::default();
+        aggs.traced(Arc::clone(&labels));
+        for mut e in events() {
+            aggs.record(&mut e);
             p.event(&e).unwrap();
         }
+        assert!(p.wants_answers());
+        p.answers(&crate::answers::answer(&aggs, 1, 0, 0)).unwrap();
         p.status(&Status {
             lost: 3,
             ..Status::default()
@@ -528,18 +653,23 @@ mod tests {
         })
         .unwrap();
 
-        let response = get(addr, "/metrics").await;
+        let response = get(addr, "/metrics", OPENMETRICS).await;
         let (head, body) = response.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
         assert!(head.contains(CONTENT), "{head}");
         let lines: Vec<&str> = body.lines().collect();
         let process = format!(r#"pid="1",exe="/srv/app",container="{id}""#);
-        let m = format!(r#"{process},map="0xc0000100",type="map[string]int""#);
+        let m = format!(
+            r#"{process},type="map[string]int",site="main.fill /src/main.go:42 (first use)""#
+        );
         for want in [
             format!(r#"map_trace_map_events_total{{{m},event="assign"}} 2"#),
             format!(r#"map_trace_map_events_total{{{m},event="delete"}} 1"#),
             format!(r#"map_trace_map_events_total{{{m},event="grow"}} 2"#),
-            format!("map_trace_map_count{{{m}}} 17"),
+            format!("map_trace_site_maps{{{m}}} 2"),
+            format!("map_trace_site_held_bytes{{{m}}} 0"),
+            format!("map_trace_site_peak_elements{{{m}}} 5"),
+            format!("map_trace_maps_held_bytes{{{process}}} 0"),
             format!("map_trace_grow_duration_seconds_count{{{m}}} 2"),
             format!(r#"map_trace_grow_duration_seconds_bucket{{le="0.000005",{m}}} 1"#),
             format!(r#"map_trace_grow_duration_seconds_bucket{{le="0.00025",{m}}} 2"#),
@@ -556,7 +686,29 @@ mod tests {
         ] {
             assert!(lines.contains(&want.as_str()), "no `{want}` in:\n{body}");
         }
-        assert!(get(addr, "/").await.starts_with("HTTP/1.1 404"));
+        assert!(
+            get(addr, "/", OPENMETRICS)
+                .await
+                .starts_with("HTTP/1.1 404")
+        );
+
+        // Without OpenMetrics asked for: the Prometheus text format.
+        let response = get(addr, "/metrics", "*/*").await;
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(CONTENT_TEXT), "{head}");
+        let lines: Vec<&str> = body.lines().collect();
+        for want in [
+            "# HELP map_trace_events_total Events traced.",
+            "# TYPE map_trace_events_total counter",
+            "map_trace_events_total 8",
+            "# TYPE map_trace_rss_bytes gauge",
+        ] {
+            assert!(lines.contains(&want), "no `{want}` in:\n{body}");
+        }
+        assert!(
+            !body.contains("# EOF") && !body.contains("# UNIT"),
+            "{body}"
+        );
 
         p.finish().unwrap();
         // The abort takes effect once the loop runs again.
