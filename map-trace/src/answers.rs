@@ -80,7 +80,8 @@ pub struct SiteAnswer {
     pub peak_count: u64,
     /// What its live maps hold now (those whose shape is known).
     pub bytes: u64,
-    /// Live maps whose bytes are not known (swiss maps that had tables before tracing).
+    /// Live maps whose bytes are not known: swiss maps that had tables before tracing, maps
+    /// whose type or header no event read.
     pub bytes_unknown: u64,
     /// The largest size hint any of its maps was made with (`null`: made before tracing).
     pub hint: Option<u64>,

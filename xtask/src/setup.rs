@@ -59,6 +59,8 @@ pub struct Tools {
     /// Debian's Prometheus server and promtool, unpacked: the tests scrape map-trace with
     /// a real server and check its metrics with promtool.
     prometheus_bin: PathBuf,
+    /// Debian's gojq (Go 1.19, stripped): a third-party program the tests trace.
+    gojq: PathBuf,
     go_roots: BTreeMap<&'static str, PathBuf>,
     kernels: Vec<vm::Unpacked>,
 }
@@ -100,10 +102,12 @@ pub fn install() -> anyhow::Result<Tools> {
     go_roots.insert(DEBIAN_GO, debian_go(&cache)?);
     let kernels = vm::fetch_kernels(&cache)?;
     let prometheus_bin = debian_package(&cache, "prometheus")?.join("usr/bin");
+    let gojq = debian_package(&cache, "gojq")?.join("usr/bin/gojq");
     Ok(Tools {
         cache,
         bpf_linker_bin,
         prometheus_bin,
+        gojq,
         go_roots,
         kernels,
     })
@@ -385,7 +389,7 @@ impl Tools {
     }
 
     /// The environment [`Tools::apply`] sets: also written into the guests' test scripts.
-    pub fn test_env(&self) -> [(&'static str, OsString); 4] {
+    pub fn test_env(&self) -> [(&'static str, OsString); 5] {
         let mut path = OsString::from(&self.bpf_linker_bin);
         if let Some(old) = std::env::var_os("PATH") {
             path.push(":");
@@ -404,6 +408,7 @@ impl Tools {
                 "MAP_TRACE_PROMETHEUS_BIN",
                 self.prometheus_bin.clone().into(),
             ),
+            ("MAP_TRACE_GOJQ", self.gojq.clone().into()),
         ]
     }
 

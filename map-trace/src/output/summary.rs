@@ -384,7 +384,7 @@ fn render_process(
             "maps hold {} (buckets, groups, tables and directories){}",
             size(a.bytes),
             if unknown > 0 {
-                format!(", and {unknown} maps made before tracing whose tables are not known")
+                format!(", and {unknown} maps whose shape or type no event showed")
             } else {
                 String::new()
             }
