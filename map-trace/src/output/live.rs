@@ -1,10 +1,12 @@
 //! The live terminal view, shown while tracing when standard output is a terminal: a header
-//! about the run, a table of maps of every traced process sorted by activity, and charts of
-//! events/s, RSS and madvise over time with GC cycles marked. Redrawn about four times a
-//! second from the aggregates.
+//! about the run with the top finding, a table of maps of every traced process sorted by
+//! activity (or of their sites, the lines that made them), and charts of events/s, RSS and
+//! madvise over time with GC cycles marked. Redrawn about four times a second from the
+//! aggregates and their answers.
 //!
-//! Keys: `q` (or Ctrl-C) quits, `s` cycles the sort, `/` filters by address, type, pid,
-//! executable or container, arrows and page keys scroll. `NO_COLOR` turns colours off.
+//! Keys: `q` (or Ctrl-C) quits, `t` switches between maps and sites, `s` cycles the sort,
+//! `/` filters by address, type, site, pid, executable or container, arrows and page keys
+//! scroll. `NO_COLOR` turns colours off.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -26,6 +28,7 @@ use ratatui::{
 use super::{Status, mib};
 use crate::{
     aggregate::{Aggregates, MapStats},
+    answers::{self, SiteAnswer, Summary},
     goruntime::MapState,
     model::Labels,
 };
@@ -108,6 +111,8 @@ struct Controls {
     editing: Option<String>,
     /// First row shown.
     scroll: usize,
+    /// The sites table instead of the maps table.
+    sites: bool,
 }
 
 impl Controls {
@@ -117,6 +122,7 @@ impl Controls {
             filter: String::new(),
             editing: None,
             scroll: 0,
+            sites: false,
         }
     }
 
@@ -147,6 +153,10 @@ impl Controls {
         match key.code {
             KeyCode::Char('q') => return Action::Quit,
             KeyCode::Char('s') => self.sort = self.sort.next(),
+            KeyCode::Char('t') => {
+                self.sites = !self.sites;
+                self.scroll = 0;
+            }
             KeyCode::Char('/') => self.editing = Some(self.filter.clone()),
             KeyCode::Esc => self.filter.clear(),
             KeyCode::Up => self.scroll = self.scroll.saturating_sub(1),
@@ -166,7 +176,23 @@ impl Controls {
             || m.map_type
                 .as_deref()
                 .is_some_and(|t| t.to_lowercase().contains(f))
-            || labels.pid.to_string() == *f
+            || m.site
+                .as_ref()
+                .is_some_and(|s| s.label().to_lowercase().contains(f))
+            || self.shows_process(labels)
+    }
+
+    fn shows_site(&self, labels: &Labels, site: &SiteAnswer) -> bool {
+        let f = &self.filter;
+        f.is_empty()
+            || site.label.to_lowercase().contains(f)
+            || site.map_type.to_lowercase().contains(f)
+            || self.shows_process(labels)
+    }
+
+    fn shows_process(&self, labels: &Labels) -> bool {
+        let f = &self.filter;
+        labels.pid.to_string() == *f
             || labels.exe.to_lowercase().contains(f)
             || labels
                 .container
@@ -183,6 +209,8 @@ pub struct LiveView {
     header: Header,
     controls: Controls,
     samples: VecDeque<Sample>,
+    /// Sites and findings at the last tick.
+    answers: Summary,
     color: bool,
 }
 
@@ -195,6 +223,7 @@ impl LiveView {
             header,
             controls: Controls::new(),
             samples: VecDeque::with_capacity(HISTORY + 1),
+            answers: answers::answer(&Aggregates::default(), 0, 0, 0),
             color,
         })
     }
@@ -245,6 +274,8 @@ impl LiveView {
         if self.samples.len() > HISTORY {
             self.samples.pop_front();
         }
+        let elapsed = u64::try_from(status.elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.answers = answers::answer(aggs, elapsed, status.lost, 0);
         self.render(aggs, status)
     }
 
@@ -253,6 +284,7 @@ impl LiveView {
             header: &self.header,
             controls: &self.controls,
             samples: &self.samples,
+            answers: &self.answers,
             color: self.color,
         };
         self.terminal.draw(|frame| view.draw(frame, agg, status))?;
@@ -273,6 +305,7 @@ struct View<'a> {
     header: &'a Header,
     controls: &'a Controls,
     samples: &'a VecDeque<Sample>,
+    answers: &'a Summary,
     color: bool,
 }
 
@@ -318,14 +351,18 @@ impl View<'_> {
 
     fn draw(&self, frame: &mut Frame, agg: &Aggregates, status: &Status) {
         let [head, table, charts, foot] = Layout::vertical([
-            Constraint::Length(4),
+            Constraint::Length(5),
             Constraint::Min(4),
             Constraint::Length(7),
             Constraint::Length(1),
         ])
         .areas(frame.area());
         self.draw_header(frame, head, agg, status);
-        self.draw_table(frame, table, agg);
+        if self.controls.sites {
+            self.draw_sites(frame, table, agg);
+        } else {
+            self.draw_table(frame, table, agg);
+        }
         self.draw_charts(frame, charts, agg);
         self.draw_footer(frame, foot);
     }
@@ -373,6 +410,27 @@ impl View<'_> {
         } else {
             Style::new()
         };
+        // The costliest finding of any process, with how many more there are.
+        let findings: Vec<_> = self
+            .answers
+            .processes
+            .iter()
+            .flat_map(|p| p.findings.iter().map(move |f| (p.pid, f)))
+            .collect();
+        let finding = match findings.first() {
+            None => Line::from("findings: none so far"),
+            Some((pid, f)) => Line::from(vec![
+                Span::styled(format!("finding {}", f.kind), self.style(Color::Yellow)),
+                Span::raw(format!(
+                    " (pid {pid}{}): {}",
+                    match findings.len() {
+                        1 => String::new(),
+                        n => format!(", 1 of {n}"),
+                    },
+                    f.message
+                )),
+            ]),
+        };
         let lines = vec![
             Line::from(format!("{who}  {} probes  {madvise}", h.probes)),
             Line::from(vec![
@@ -389,6 +447,7 @@ impl View<'_> {
                     status.elapsed.as_secs_f64()
                 )),
             ]),
+            finding,
         ];
         let block = Block::bordered().title(Span::styled(
             " map-trace ",
@@ -500,6 +559,84 @@ impl View<'_> {
         frame.render_widget(table, area);
     }
 
+    /// The sites of every process, as the answers rank them (grow time first).
+    fn draw_sites(&self, frame: &mut Frame, area: Rect, aggs: &Aggregates) {
+        let rows: Vec<(u32, &SiteAnswer)> = self
+            .answers
+            .processes
+            .iter()
+            .filter_map(|p| Some((aggs.processes.get(&p.pid)?, p)))
+            .flat_map(|(traced, p)| {
+                p.sites
+                    .iter()
+                    .filter(|s| self.controls.shows_site(&traced.labels, s))
+                    .map(move |s| (p.pid, s))
+            })
+            .collect();
+        let visible = usize::from(area.height.saturating_sub(3));
+        let first = self
+            .controls
+            .scroll
+            .min(rows.len().saturating_sub(visible.max(1)));
+        let body: Vec<Row> = rows
+            .iter()
+            .skip(first)
+            .take(visible)
+            .map(|(pid, s)| {
+                Row::new(vec![
+                    Cell::from(pid.to_string()),
+                    Cell::from(s.maps.to_string()),
+                    Cell::from(s.assigns.to_string()),
+                    Cell::from(s.deletes.to_string()),
+                    Cell::from(s.grows.to_string()),
+                    Cell::from(worst(s.grow_ns_total)),
+                    Cell::from(worst(s.grow_ns_max)),
+                    Cell::from(s.peak_count.to_string()),
+                    Cell::from(answers::size(s.bytes)),
+                    Cell::from(s.map_type.clone()),
+                    Cell::from(s.label.clone()),
+                ])
+            })
+            .collect();
+        let header = Row::new(vec![
+            "pid",
+            "maps",
+            "assigns",
+            "deletes",
+            "grows",
+            "grow time",
+            "worst grow",
+            "peak",
+            "bytes",
+            "type",
+            "site",
+        ])
+        .style(self.style(Color::Cyan).add_modifier(Modifier::BOLD));
+        let widths = [
+            Constraint::Length(8),
+            Constraint::Length(7),
+            Constraint::Length(10),
+            Constraint::Length(10),
+            Constraint::Length(7),
+            Constraint::Length(10),
+            Constraint::Length(10),
+            Constraint::Length(9),
+            Constraint::Length(10),
+            Constraint::Length(28),
+            Constraint::Fill(1),
+        ];
+        let title = format!(
+            " sites {}-{} of {}, by grow time ",
+            (first + 1).min(rows.len()),
+            first + body.len(),
+            rows.len()
+        );
+        let table = Table::new(body, widths)
+            .header(header)
+            .block(Block::bordered().title(title));
+        frame.render_widget(table, area);
+    }
+
     fn draw_charts(&self, frame: &mut Frame, area: Rect, aggs: &Aggregates) {
         let given_back: u64 = aggs.processes.values().map(|p| p.agg.given_back).sum();
         let [events, rss, madvise] = Layout::horizontal([Constraint::Ratio(1, 3); 3]).areas(area);
@@ -566,13 +703,13 @@ impl View<'_> {
     fn draw_footer(&self, frame: &mut Frame, area: Rect) {
         let text = match &self.controls.editing {
             Some(text) => format!(
-                "filter (address, type, pid, executable or container; Enter applies, Esc cancels): {text}_"
+                "filter (address, type, site, pid, executable or container; Enter applies, Esc cancels): {text}_"
             ),
             None if self.controls.filter.is_empty() => {
-                "q quit  s sort  / filter  ↑↓ PgUp PgDn scroll".to_owned()
+                "q quit  t maps/sites  s sort  / filter  ↑↓ PgUp PgDn scroll".to_owned()
             }
             None => format!(
-                "q quit  s sort  / filter [{}]  Esc clears  ↑↓ PgUp PgDn scroll",
+                "q quit  t maps/sites  s sort  / filter [{}]  Esc clears  ↑↓ PgUp PgDn scroll",
                 self.controls.filter
             ),
         };
@@ -642,9 +779,12 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use map_trace_common::EventKind;
+
     use crate::{
-        events::TraceEvent,
+        events::{Detail, TraceEvent},
         goruntime::{Flavour, MapState},
+        model::CallSite,
     };
 
     fn labels(pid: u32, container: Option<&str>) -> Labels {
@@ -747,31 +887,15 @@ mod tests {
                 gc_starts: i / 2,
             })
             .collect();
+        let answers = answers::answer(&aggs, 0, 0, 0);
         let view = View {
             header: &header,
             controls: &controls,
             samples: &samples,
+            answers: &answers,
             color: false,
         };
-        let status = Status {
-            elapsed: Duration::from_secs(3),
-            events: 200,
-            ..Status::default()
-        };
-        let mut terminal = Terminal::new(TestBackend::new(150, 24)).unwrap();
-        terminal.draw(|f| view.draw(f, &aggs, &status)).unwrap();
-        let screen: String = terminal
-            .backend()
-            .buffer()
-            .content()
-            .chunks(150)
-            .map(|row| {
-                row.iter()
-                    .map(ratatui::buffer::Cell::symbol)
-                    .collect::<String>()
-                    + "\n"
-            })
-            .collect();
+        let screen = screen(&view, &aggs);
         for want in [
             "pid 42  app  go1.21.13  classic maps  container abababababab  12 probes  madvise via tracepoint",
             "events/s 200",
@@ -783,9 +907,84 @@ mod tests {
             "evac 2/4",
             "sorted by activity",
             "RSS 8.0 MiB",
-            "q quit",
+            "findings: none so far",
+            "q quit  t maps/sites",
         ] {
             assert!(screen.contains(want), "no `{want}` in:\n{screen}");
         }
+    }
+
+    /// The view drawn on a 150×24 terminal, as text.
+    fn screen(view: &View<'_>, aggs: &Aggregates) -> String {
+        let status = Status {
+            elapsed: Duration::from_secs(3),
+            events: 200,
+            ..Status::default()
+        };
+        let mut terminal = Terminal::new(TestBackend::new(150, 24)).unwrap();
+        terminal.draw(|f| view.draw(f, aggs, &status)).unwrap();
+        terminal
+            .backend()
+            .buffer()
+            .content()
+            .chunks(150)
+            .map(|row| {
+                row.iter()
+                    .map(ratatui::buffer::Cell::symbol)
+                    .collect::<String>()
+                    + "\n"
+            })
+            .collect()
+    }
+
+    #[test]
+    fn draws_sites_and_the_top_finding() {
+        let mut aggs = Aggregates::default();
+        aggs.traced(Arc::new(labels(42, None)));
+        let at = Arc::new(CallSite::new("main.fill".into(), "/src/main.go".into(), 10));
+        let event = |kind, count| TraceEvent {
+            pid: 42,
+            caller: Some(Arc::clone(&at)),
+            map_type: Some("map[int]int".into()),
+            ..TraceEvent::sample(kind, 0xc000_2000, Some(count))
+        };
+        aggs.record(&mut TraceEvent {
+            detail: Some(Detail::Hint(0)),
+            ..event(EventKind::Make, 0)
+        });
+        // Grown five times, 0.25 ms in all, to 1000 elements from no hint: presize.
+        for _ in 0..5 {
+            aggs.record(&mut TraceEvent {
+                detail: Some(Detail::Double),
+                duration_ns: Some(50_000),
+                ..event(EventKind::Grow, 500)
+            });
+        }
+        aggs.record(&mut event(EventKind::Assign, 1000));
+        let answers = answers::answer(&aggs, 0, 0, 0);
+        let mut controls = Controls::new();
+        controls.sites = true;
+        let header = Header {
+            probes: 12,
+            madvise: None,
+            all: false,
+        };
+        let view = View {
+            header: &header,
+            controls: &controls,
+            samples: &VecDeque::new(),
+            answers: &answers,
+            color: false,
+        };
+        let screen = screen(&view, &aggs);
+        for want in [
+            "finding presize (pid 42): 1 map grew 5 times",
+            "sites 1-1 of 1, by grow time",
+            "main.fill main.go:10",
+            "map[int]int",
+        ] {
+            assert!(screen.contains(want), "no `{want}` in:\n{screen}");
+        }
+        assert!(!screen.contains("0xc0002000"), "{screen}");
     }
 }
