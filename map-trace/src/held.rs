@@ -142,12 +142,28 @@ pub fn bytes(
     state: &MapState,
     history: &TableHistory,
 ) -> Option<u64> {
+    // Made without a hint and never written: nothing allocated yet, whatever the type
+    // (`makemap_small` names none, and a map never written has no event that does).
+    let empty = match *state {
+        MapState::Classic {
+            count,
+            b,
+            noverflow,
+            growing,
+            ..
+        } => b == 0 && count == 0 && !growing && noverflow == 0,
+        MapState::Swiss {
+            tables, dir_ptr, ..
+        } => tables == 0 && dir_ptr == 0,
+    };
+    if empty {
+        return Some(0);
+    }
     let unit = unit.filter(|&u| u > 0)?;
     match (*storage, *state) {
         (
             Storage::Classic { .. },
             MapState::Classic {
-                count,
                 b,
                 noverflow,
                 growing,
@@ -155,10 +171,6 @@ pub fn bytes(
                 ..
             },
         ) => {
-            // A map made without a hint allocates its first bucket at its first assign.
-            if b == 0 && count == 0 && !growing && noverflow == 0 {
-                return Some(0);
-            }
             let (buckets, prealloc) = classic_array(b);
             // From B = 16 the runtime counts one overflow bucket in 2^(B-15).
             let overflow = u64::from(noverflow) << u32::from(b.saturating_sub(15).min(48));
@@ -176,12 +188,10 @@ pub fn bytes(
                 table_bytes,
                 ..
             },
-            MapState::Swiss {
-                tables, dir_ptr, ..
-            },
+            MapState::Swiss { tables, .. },
         ) => {
             if tables == 0 {
-                return Some(if dir_ptr == 0 { 0 } else { allocated(unit) });
+                return Some(allocated(unit));
             }
             let (cap, n) = history.tables(storage)?;
             if n == 0 {

@@ -14,7 +14,7 @@
 
 use std::{path::Path, process::Command, time::Duration};
 
-use integration_tests::{Row, Tracer, build_go, map_trace_bin, read_csv};
+use integration_tests::{Row, Tracer, build_go, map_trace_bin, read_csv, time_scale};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -91,8 +91,10 @@ fn answers(go: &str) {
             .arg("-out")
             .arg(&report),
     );
-    tracer.wait_attached(LIMIT);
-    let done = tracer.finish(LIMIT);
+    // Emulated guests run about ten times slower.
+    let limit = LIMIT * time_scale();
+    tracer.wait_attached(limit);
+    let done = tracer.finish(limit);
     assert!(done.status.success(), "Go {go}: {:?}", done.stderr);
     let truth: Report = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     let summary: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();

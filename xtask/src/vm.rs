@@ -65,12 +65,13 @@ pub const KERNELS: [GuestKernel; 3] = [
 ];
 
 /// Test binaries and the tests of each to run in a [`Suite::Full`] guest: exact counts by
-/// pid and through `--`, growth of a classic and a swiss build, madvise (with strace as
+/// pid and through `--`, growth of a classic and a swiss build, sites, bytes held and
+/// findings (the `make` probes) of a classic and a swiss build, madvise (with strace as
 /// the ground truth) and GC, both madvise paths, filters, `--show-keys`, `--summary-only`
 /// and a full ring buffer, the ways a run stops, and what it leaves behind; descendants held
 /// at their exec (the fork tracepoint's record differs between 6.1 and 6.18), and a stop
 /// with many processes.
-const FULL: [(&str, &[&str]); 11] = [
+const FULL: [(&str, &[&str]); 12] = [
     (
         "exact_counts",
         &[
@@ -81,6 +82,7 @@ const FULL: [(&str, &[&str]); 11] = [
         ],
     ),
     ("growth", &["go1_21", "go1_26"]),
+    ("answers", &["classic_go1_23", "swiss_go1_26"]),
     ("memory", &["classic_dontneed", "swiss_free"]),
     ("kernel", &[]),
     ("filters", &["key_string", "one_map"]),
