@@ -381,6 +381,20 @@ impl Aggregate {
         self.maps = maps;
     }
 
+    /// Fills in the tables of swiss maps that had them before tracing began, which no
+    /// event showed; `read_tables` reads them from the target by map address and the
+    /// directory length last seen.
+    pub fn read_unknown_tables(&mut self, read_tables: impl Fn(u64, u64) -> Option<(u64, u64)>) {
+        for (addr, m) in &mut self.maps {
+            if let Some(MapState::Swiss { tables, .. }) = m.last_state
+                && tables > 0
+                && m.tables.start_hint.is_none()
+            {
+                m.tables.read = read_tables(*addr, tables);
+            }
+        }
+    }
+
     #[must_use]
     pub fn totals(&self) -> MapStats {
         let mut total = MapStats::default();

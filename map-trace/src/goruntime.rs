@@ -487,7 +487,7 @@ const CLASSIC_HEADER: HeaderLayout = HeaderLayout::Classic {
     same_size_flag: 8,
 };
 
-const SWISS_HEADER: HeaderLayout = HeaderLayout::Swiss {
+pub const SWISS_HEADER: HeaderLayout = HeaderLayout::Swiss {
     used: 0,
     dir_ptr: 16,
     dir_len: 24,

@@ -6,7 +6,7 @@
 
 use crate::{
     events::{Detail, TraceEvent},
-    goruntime::{MapState, Storage},
+    goruntime::{HeaderLayout, MapState, Storage},
 };
 
 /// swiss: the tables a map's events built, from a point where they were known.
@@ -20,6 +20,9 @@ pub struct TableHistory {
     /// Capacity the table grows added (new − old).
     pub capacity_added: u64,
     pub splits: u64,
+    /// (total capacity, tables) read from the target's memory at the end, when the events
+    /// could not tell.
+    pub read: Option<(u64, u64)>,
 }
 
 impl TableHistory {
@@ -64,6 +67,9 @@ impl TableHistory {
         else {
             return None;
         };
+        if let Some(read) = self.read {
+            return Some(read);
+        }
         let (cap, n) = made_tables(storage, self.start_hint?)?;
         // growToTable makes one table of two groups; a split replaces one full table with
         // two of the largest capacity.
@@ -73,6 +79,64 @@ impl TableHistory {
             + self.splits * max_table_capacity;
         Some((cap, n + self.to_table + self.splits))
     }
+}
+
+/// A swiss map's tables as its memory has them now: (total capacity, tables). `read` reads
+/// the target's memory; `dir_len` is the directory's length the last event saw, and a map
+/// whose header says otherwise (changed since, or freed and reused) is not guessed at.
+pub fn read_tables(
+    read: impl Fn(u64, usize) -> Option<Vec<u8>>,
+    header: &HeaderLayout,
+    storage: &Storage,
+    map: u64,
+    dir_len: u64,
+) -> Option<(u64, u64)> {
+    let (
+        HeaderLayout::Swiss {
+            dir_ptr: dir_ptr_at,
+            dir_len: dir_len_at,
+            table_capacity,
+            ..
+        },
+        Storage::Swiss {
+            slots_per_group,
+            max_table_capacity,
+            ..
+        },
+    ) = (header, storage)
+    else {
+        return None;
+    };
+    let word = |bytes: &[u8], at: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+    };
+    let head = read(map, dir_len_at.max(dir_ptr_at) + 8)?;
+    if word(&head, *dir_len_at)? != dir_len || dir_len == 0 || dir_len > 1 << 20 {
+        return None;
+    }
+    let dir = read(
+        word(&head, *dir_ptr_at)?,
+        usize::try_from(dir_len).ok()? * 8,
+    )?;
+    let mut tables: Vec<u64> = dir.chunks_exact(8).filter_map(|w| word(w, 0)).collect();
+    tables.sort_unstable();
+    tables.dedup();
+    let mut capacity = 0;
+    for &t in &tables {
+        let bytes = read(t, table_capacity + 2)?;
+        let cap = u64::from(u16::from_le_bytes(
+            bytes
+                .get(*table_capacity..table_capacity + 2)?
+                .try_into()
+                .ok()?,
+        ));
+        // A table's capacity is a power of two from one group to the largest table.
+        if !cap.is_power_of_two() || cap < *slots_per_group || cap > *max_table_capacity {
+            return None;
+        }
+        capacity += cap;
+    }
+    Some((capacity, u64::try_from(tables.len()).ok()?))
 }
 
 /// What `make(map[K]V, hint)` builds, as `maps.NewMap` sizes it: (total capacity, tables).
@@ -330,6 +394,7 @@ mod tests {
             to_table: 1,
             capacity_added: 1024 - 16,
             splits: 3,
+            read: None,
         };
         assert_eq!(grown.tables(&SWISS_STORAGE), Some((4 * 1024, 4)));
         // A small map holds its one group once written.
@@ -352,6 +417,47 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn tables_read_from_memory_are_checked_against_the_header() {
+        // A map at 0x1000 with a directory at 0x2000 of four entries over three tables.
+        let mut memory = std::collections::HashMap::<u64, Vec<u8>>::new();
+        let mut head = vec![0_u8; 40];
+        head[16..24].copy_from_slice(&0x2000_u64.to_le_bytes());
+        head[24..32].copy_from_slice(&4_u64.to_le_bytes());
+        memory.insert(0x1000, head);
+        let dir: Vec<u8> = [0x3000_u64, 0x3000, 0x4000, 0x5000]
+            .iter()
+            .flat_map(|p| p.to_le_bytes())
+            .collect();
+        memory.insert(0x2000, dir);
+        for (at, cap) in [(0x3000, 1024_u16), (0x4000, 1024), (0x5000, 512)] {
+            let mut t = vec![0_u8; 8];
+            t[2..4].copy_from_slice(&cap.to_le_bytes());
+            memory.insert(at, t);
+        }
+        let read = |addr: u64, len: usize| {
+            memory
+                .get(&addr)
+                .and_then(|b| b.get(..len))
+                .map(<[u8]>::to_vec)
+        };
+        let header = crate::goruntime::SWISS_HEADER;
+        assert_eq!(
+            read_tables(read, &header, &SWISS_STORAGE, 0x1000, 4),
+            Some((2560, 3))
+        );
+        // The header no longer says what the last event saw: no guess.
+        assert_eq!(read_tables(read, &header, &SWISS_STORAGE, 0x1000, 8), None);
+        // Unreadable memory: none.
+        assert_eq!(read_tables(read, &header, &SWISS_STORAGE, 0x9000, 4), None);
+        // Read tables override the events' history.
+        let history = TableHistory {
+            read: Some((2560, 3)),
+            ..TableHistory::first_seen(None)
+        };
+        assert_eq!(history.tables(&SWISS_STORAGE), Some((2560, 3)));
     }
 
     #[test]

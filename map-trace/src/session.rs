@@ -737,11 +737,21 @@ impl Run<'_> {
             tracer,
             targets,
             mut exporters,
-            aggs,
+            mut aggs,
             root,
             opts,
             ..
         } = self;
+        // Maps whose tables were made before tracing: read from the processes still there.
+        for pid in targets.pids() {
+            if let (Some(t), Some(p)) = (targets.get(pid), aggs.processes.get_mut(&pid)) {
+                let (header, storage) = (&t.layout.header, &t.layout.storage);
+                p.agg.read_unknown_tables(|map, dir_len| {
+                    let read = |addr, len| crate::process::memory::read(pid, addr, len);
+                    crate::held::read_tables(read, header, storage, map, dir_len)
+                });
+            }
+        }
         let detaching = Instant::now();
         let links = tracer.link_kind();
         let stopped_at = tracer.stopped_at().unwrap_or(0);

@@ -3,6 +3,7 @@
 
 pub mod container;
 pub mod launch;
+pub mod memory;
 
 use std::{
     fs,

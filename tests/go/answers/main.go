@@ -7,6 +7,10 @@
 //
 // Each map's bytes are HeapAlloc after minus before, with a GC on both sides. It writes a
 // JSON report (-out), then waits for a line on stdin when -wait is given.
+//
+// With -pre N it does none of that: it fills a map with N elements before tracing can
+// begin, prints "ready", waits for a line, writes one more element (so a tracer sees the
+// map), reports the map and its bytes, prints "held" and waits for a line again.
 package main
 
 import (
@@ -57,7 +61,12 @@ func here() int {
 func main() {
 	out := flag.String("out", "", "write the JSON report here")
 	wait := flag.Bool("wait", false, "wait for a line on stdin before exiting")
+	pre := flag.Int("pre", 0, "only fill a map of this many elements before tracing")
 	flag.Parse()
+	if *pre > 0 {
+		madeBefore(*pre, *out)
+		return
+	}
 	_, file, _, _ := runtime.Caller(0)
 	r := report{File: file}
 
@@ -107,4 +116,31 @@ func main() {
 	runtime.KeepAlive(grown)
 	runtime.KeepAlive(shrunk)
 	runtime.KeepAlive(small)
+}
+
+var early map[int]int
+
+// madeBefore fills a map before a tracer attaches, then touches it once.
+func madeBefore(n int, out string) {
+	in := bufio.NewReader(os.Stdin)
+	before := heap()
+	early = make(map[int]int)
+	for i := 0; i < n; i++ {
+		early[i] = i
+	}
+	fmt.Println("ready")
+	in.ReadString('\n')
+	early[n] = n
+	r := mapReport{Addr: fmt.Sprintf("%p", early), Count: len(early)}
+	r.Bytes = heap() - before
+	b, err := json.Marshal(r)
+	if err != nil {
+		panic(err)
+	}
+	if err := os.WriteFile(out, b, 0o644); err != nil {
+		panic(err)
+	}
+	fmt.Println("held")
+	in.ReadString('\n')
+	runtime.KeepAlive(early)
 }
