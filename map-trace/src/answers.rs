@@ -503,6 +503,119 @@ fn rank(findings: &mut [Finding], sites: &[SiteAnswer], bytes: u64) {
 mod tests {
     use super::*;
 
+    fn kinds(findings: &[Finding]) -> Vec<&'static str> {
+        findings.iter().map(|f| f.kind).collect()
+    }
+
+    #[test]
+    fn stalls_grows_in_gc_and_churn() {
+        let site = SiteAnswer {
+            site: "main.cache main.go:20".into(),
+            map_type: "map[string]int".into(),
+            maps: 1,
+            grows: 8,
+            grow_ns_total: 3_000_000,
+            grow_ns_max: 999_999,
+            hint: None,
+            ..SiteAnswer::default()
+        };
+        assert!(site_findings(std::slice::from_ref(&site)).is_empty());
+        let stalled = SiteAnswer {
+            grow_ns_max: 1_000_000,
+            ..site.clone()
+        };
+        assert_eq!(kinds(&site_findings(&[stalled])), ["stall"]);
+        // Grows in GC: at least four, and at least half of them.
+        let in_gc = |n| SiteAnswer {
+            grows_in_gc: n,
+            ..site.clone()
+        };
+        assert_eq!(kinds(&site_findings(&[in_gc(4)])), ["gc-grow"]);
+        assert!(site_findings(&[in_gc(3)]).is_empty());
+        let mostly_not = SiteAnswer {
+            grows: 9,
+            ..in_gc(4)
+        };
+        assert!(site_findings(&[mostly_not]).is_empty());
+        let churn = SiteAnswer {
+            churn_grows: 4,
+            ..site.clone()
+        };
+        let f = site_findings(&[churn]);
+        assert_eq!(kinds(&f), ["churn"]);
+        assert!(f[0].message.contains("golang/go#70886"), "{}", f[0].message);
+    }
+
+    fn map(bytes: u64, needed: u64, clears: u64) -> (Option<&'static Arc<Site>>, MapAnswer) {
+        (
+            None,
+            MapAnswer {
+                addr: 1,
+                map: "0x1".into(),
+                map_type: "map[int]int".into(),
+                site: UNKNOWN.into(),
+                via: None,
+                first_use: false,
+                count: 1000,
+                peak_count: 200_000,
+                bytes: Some(bytes),
+                bytes_needed: Some(needed),
+                hint: Some(0),
+                assigns: 0,
+                deletes: 0,
+                clears,
+                grows: 0,
+                grow_ns_total: 0,
+                grow_ns_max: 0,
+            },
+        )
+    }
+
+    #[test]
+    fn shrink_and_clear_are_about_big_maps() {
+        let mib = 1 << 20;
+        // Four times what it needs and a MiB more: shrink.
+        let f = map_findings(&[map(5 * mib, mib, 0)]);
+        assert_eq!(kinds(&f), ["shrink"]);
+        assert_eq!(
+            (f[0].bytes, f[0].map.as_deref()),
+            (Some(5 * mib), Some("0x1"))
+        );
+        assert!(map_findings(&[map(3 * mib, mib, 0)]).is_empty());
+        assert!(
+            map_findings(&[map(mib, 1000, 0)]).is_empty(),
+            "under a MiB more"
+        );
+        // clear() on a map of a MiB or more, twice or more.
+        assert_eq!(kinds(&map_findings(&[map(mib, mib, 2)])), ["clear"]);
+        assert!(map_findings(&[map(mib, mib, 1)]).is_empty());
+        assert!(map_findings(&[map(mib - 1, mib - 1, 9)]).is_empty());
+    }
+
+    #[test]
+    fn findings_rank_by_their_share_of_the_cost() {
+        let sites = [SiteAnswer {
+            grow_ns_total: 10_000_000,
+            ..SiteAnswer::default()
+        }];
+        let grows = |ns| Finding {
+            grow_ns: ns,
+            ..finding("stall", &sites[0], String::new())
+        };
+        let held = |bytes| Finding {
+            bytes: Some(bytes),
+            ..finding("shrink", &sites[0], String::new())
+        };
+        // 20 % of the grow time, 90 % of the bytes, 50 % of the grow time.
+        let mut f = vec![grows(2_000_000), held(900), grows(5_000_000)];
+        rank(&mut f, &sites, 1000);
+        let order: Vec<(u64, Option<u64>)> = f.iter().map(|f| (f.grow_ns, f.bytes)).collect();
+        assert_eq!(
+            order,
+            [(0, Some(900)), (5_000_000, None), (2_000_000, None)]
+        );
+    }
+
     #[test]
     fn hints_round_up_as_people_write_them() {
         assert_eq!(round_up(99_999), 100_000);
