@@ -451,14 +451,23 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<u64>
 /// `map_trace_map_events_total` of `event`, summed over the series whose labels include
 /// `labels`.
 fn map_events(samples: &[Sample], labels: &[(&str, &str)], event: &str) -> u64 {
+    map_events_where(samples, event, |l| {
+        labels
+            .iter()
+            .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+    })
+}
+
+/// `map_trace_map_events_total` of `event`, summed over the series whose labels `keep`.
+fn map_events_where(
+    samples: &[Sample],
+    event: &str,
+    keep: impl Fn(&HashMap<String, String>) -> bool,
+) -> u64 {
     samples
         .iter()
         .filter(|s| {
-            s.name == "map_trace_map_events_total"
-                && s.labels["event"] == event
-                && labels
-                    .iter()
-                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            s.name == "map_trace_map_events_total" && s.labels["event"] == event && keep(&s.labels)
         })
         .map(|s| {
             #[expect(
@@ -540,20 +549,7 @@ fn prometheus_while_the_target_runs() {
     // map-trace drains the ring buffer on its own time: scrape until it has caught up with
     // the program's own maps (their sites are in package main).
     let in_main = |metrics: &[Sample], kind: &str| -> u64 {
-        metrics
-            .iter()
-            .filter(|s| s.name == "map_trace_map_events_total" && s.labels["event"] == kind)
-            .filter(|s| s.labels["site"].starts_with("main."))
-            .map(|s| {
-                #[expect(
-                    clippy::cast_possible_truncation,
-                    clippy::cast_sign_loss,
-                    reason = "counters are whole"
-                )]
-                let n = s.value as u64;
-                n
-            })
-            .sum()
+        map_events_where(metrics, kind, |l| l["site"].starts_with("main."))
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     let metrics = loop {

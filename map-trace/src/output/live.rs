@@ -517,7 +517,7 @@ impl View<'_> {
                 ])
             })
             .collect();
-        let header = Row::new(vec![
+        let header = [
             "pid",
             "map",
             "type",
@@ -530,8 +530,7 @@ impl View<'_> {
             "grows",
             "worst grow",
             "top call site",
-        ])
-        .style(self.style(Color::Cyan).add_modifier(Modifier::BOLD));
+        ];
         let widths = [
             Constraint::Length(8),
             Constraint::Length(15),
@@ -553,7 +552,21 @@ impl View<'_> {
             rows.len(),
             self.controls.sort.name()
         );
-        let table = Table::new(body, widths)
+        self.draw_rows(frame, area, (&header, &widths), body, title);
+    }
+
+    /// A bordered table of `body` under `columns` (names and widths).
+    fn draw_rows(
+        &self,
+        frame: &mut Frame,
+        area: Rect,
+        columns: (&[&str], &[Constraint]),
+        body: Vec<Row>,
+        title: String,
+    ) {
+        let header = Row::new(columns.0.to_vec())
+            .style(self.style(Color::Cyan).add_modifier(Modifier::BOLD));
+        let table = Table::new(body, columns.1.to_vec())
             .header(header)
             .block(Block::bordered().title(title));
         frame.render_widget(table, area);
@@ -598,7 +611,7 @@ impl View<'_> {
                 ])
             })
             .collect();
-        let header = Row::new(vec![
+        let header = [
             "pid",
             "maps",
             "assigns",
@@ -610,8 +623,7 @@ impl View<'_> {
             "bytes",
             "type",
             "site",
-        ])
-        .style(self.style(Color::Cyan).add_modifier(Modifier::BOLD));
+        ];
         let widths = [
             Constraint::Length(8),
             Constraint::Length(7),
@@ -631,10 +643,7 @@ impl View<'_> {
             first + body.len(),
             rows.len()
         );
-        let table = Table::new(body, widths)
-            .header(header)
-            .block(Block::bordered().title(title));
-        frame.render_widget(table, area);
+        self.draw_rows(frame, area, (&header, &widths), body, title);
     }
 
     fn draw_charts(&self, frame: &mut Frame, area: Rect, aggs: &Aggregates) {
