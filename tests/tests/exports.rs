@@ -547,16 +547,30 @@ fn prometheus_while_the_target_runs() {
     };
 
     // map-trace drains the ring buffer on its own time: scrape until it has caught up with
-    // the program's own maps (their sites are in package main).
+    // the program's own maps (their sites are in package main), and until the site gauges,
+    // which follow at the next refresh of the answers, name every one of those sites.
     let in_main = |metrics: &[Sample], kind: &str| -> u64 {
         map_events_where(metrics, kind, |l| l["site"].starts_with("main."))
+    };
+    let gauged = |metrics: &[Sample]| {
+        metrics
+            .iter()
+            .filter(|s| s.name == "map_trace_map_events_total")
+            .all(|s| {
+                value(
+                    metrics,
+                    "map_trace_site_maps",
+                    &[("site", &s.labels["site"])],
+                ) >= Some(1)
+            })
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     let metrics = loop {
         let metrics = parse_openmetrics(&scrape(addr).expect("scrape /metrics"));
         let caught_up = ["assign", "delete", "clear"]
             .iter()
-            .all(|k| in_main(&metrics, k) >= total(k));
+            .all(|k| in_main(&metrics, k) >= total(k))
+            && gauged(&metrics);
         if caught_up || Instant::now() > deadline {
             break metrics;
         }
