@@ -8,7 +8,7 @@ use map_trace_common::{EventKind, key_hash};
 #[derive(Debug, Parser)]
 #[command(
     name = "map-trace",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("MAP_TRACE_REVISION"), ")"),
     about = "Trace what the Go runtime's maps do inside a running process",
     args_conflicts_with_subcommands = true,
     override_usage = "map-trace [OPTIONS] --pid <PID>\n       \

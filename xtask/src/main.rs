@@ -1,10 +1,11 @@
-//! `cargo xtask <setup|build|test|demo|bench>`: everything from a fresh clone, in one command each.
+//! `cargo xtask <setup|build|dist|image|test|demo|bench>`: everything from a fresh clone, in one command each.
 //!
 //! Setup installs what the build and the tests need into a cache folder outside git
 //! (`$MAP_TRACE_CACHE`, else `$XDG_CACHE_HOME/map-trace`, else `~/.cache/map-trace`), and is
 //! idempotent: on a ready machine it only checks.
 
 mod bench;
+mod dist;
 mod setup;
 mod vm;
 
@@ -31,6 +32,10 @@ enum Task {
     Setup,
     /// Set up, then build the release binary into target/release/map-trace
     Build,
+    /// Set up, then build the static binary users install: target/dist/map-trace (musl, stripped)
+    Dist,
+    /// Set up, build the static binary and the container image localhost/map-trace with buildah
+    Image,
     /// Set up, build, check formatting and lints, and run every test (unit and integration; needs root)
     Test {
         /// Extra arguments for `cargo test` (a test name filter, `--nocapture`, …)
@@ -77,6 +82,8 @@ fn run_task(cli: Cli) -> anyhow::Result<()> {
     match cli.task {
         Task::Setup => Ok(()),
         Task::Build => build(&root, &tools).map(|_| ()),
+        Task::Dist => dist::dist(&root, &tools).map(|_| ()),
+        Task::Image => dist::image(&root, &tools).map(|_| ()),
         Task::Test { args } => test(&root, &tools, &args),
         Task::TestVm { kernels } => test_vm(&root, &tools, &kernels),
         Task::Demo { seconds } => demo(&root, &tools, seconds),
@@ -132,8 +139,13 @@ fn test(root: &Path, tools: &Tools, args: &[String]) -> anyhow::Result<()> {
     if !is_root() {
         bail!("the integration tests load eBPF programs: run cargo xtask test as root");
     }
+    // The image holds the dist binary: both are tested as users get them.
+    let image = dist::image(root, tools)?;
     let mut cmd = cargo(root, tools);
-    cmd.args(["test", "--release"]).env("MAP_TRACE_BIN", &bin);
+    cmd.args(["test", "--release"])
+        .env("MAP_TRACE_BIN", &bin)
+        .env("MAP_TRACE_DIST", root.join("target/dist/map-trace"))
+        .env("MAP_TRACE_IMAGE", image);
     if !args.is_empty() {
         cmd.arg("--").args(args);
         // A chosen subset runs on the host only.

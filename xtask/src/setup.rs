@@ -32,11 +32,13 @@ const DEBIAN_GO_PACKAGES: [&str; 2] = ["golang-1.19-go", "golang-1.19-src"];
 /// Where the two packages put the toolchain and the sources.
 const DEBIAN_GO_ROOT: &str = "usr/lib/go-1.19";
 const DEBIAN_GO_SHARE: &str = "usr/share/go-1.19";
+/// The target of the static binary `cargo xtask dist` builds.
+pub const DIST_TARGET: &str = "x86_64-unknown-linux-musl";
 /// Commands the tests and the bench use, and the Debian packages that have them.
 /// (gcc: the cgo builds; unshare: the mount-namespace test; tmux: the live-view test;
 /// bpftrace and perf: the bench's reference tracers; qemu, busybox and cpio: the kernel
-/// matrix's guests.)
-const DEBIAN_PACKAGES: [(&str, &str); 10] = [
+/// matrix's guests; buildah: the image.)
+const DEBIAN_PACKAGES: [(&str, &str); 11] = [
     ("strace", "strace"),
     ("gcc", "gcc"),
     ("unshare", "util-linux"),
@@ -47,6 +49,7 @@ const DEBIAN_PACKAGES: [(&str, &str); 10] = [
     ("qemu-system-x86_64", "qemu-system-x86"),
     ("busybox", "busybox-static"),
     ("cpio", "cpio"),
+    ("buildah", "buildah"),
 ];
 
 /// The Go release the demo program is built with.
@@ -93,6 +96,7 @@ pub fn install() -> anyhow::Result<Tools> {
     std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
     debian_packages()?;
     nightly()?;
+    dist_target()?;
     let llvm = llvm(&cache)?;
     let bpf_linker_bin = bpf_linker(&cache, &llvm)?;
     let mut go_roots: BTreeMap<_, _> = GO_VERSIONS
@@ -289,6 +293,19 @@ fn nightly() -> anyhow::Result<()> {
         run(Command::new("rustup")
             .args(["toolchain", "install", NIGHTLY, "--profile", "minimal"])
             .args(NIGHTLY_COMPONENTS.iter().flat_map(|c| ["--component", c])))?;
+    }
+    Ok(())
+}
+
+/// The musl target of the toolchain building map-trace, for `cargo xtask dist`.
+fn dist_target() -> anyhow::Result<()> {
+    let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))
+        .is_some_and(|list| list.lines().any(|l| l == DIST_TARGET));
+    if !installed {
+        step(&format!(
+            "installing the Rust target {DIST_TARGET} (for the static binary)"
+        ));
+        run(Command::new("rustup").args(["target", "add", DIST_TARGET]))?;
     }
     Ok(())
 }

@@ -1,0 +1,90 @@
+//! `cargo xtask dist` and `cargo xtask image`: the one static file users install, and a
+//! container image that holds nothing else.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{cargo, run, setup, setup::Tools};
+
+/// Larger than this and the build lost its stripping or its LTO.
+const MAX_BYTES: u64 = 6 * 1024 * 1024;
+/// The image's name in the local containers storage.
+pub const IMAGE: &str = "localhost/map-trace";
+
+/// Builds `target/dist/map-trace`: musl, static-pie, stripped, linked whole.
+pub fn dist(root: &Path, tools: &Tools) -> anyhow::Result<PathBuf> {
+    run(cargo(root, tools).args([
+        "build",
+        "--package",
+        "map-trace",
+        "--profile",
+        "dist",
+        "--target",
+        setup::DIST_TARGET,
+    ]))?;
+    let built = root
+        .join("target")
+        .join(setup::DIST_TARGET)
+        .join("dist/map-trace");
+    let out = root.join("target/dist/map-trace");
+    copy(&built, &out)?;
+    let size = std::fs::metadata(&out)
+        .with_context(|| format!("reading {}", out.display()))?
+        .len();
+    if size > MAX_BYTES {
+        bail!(
+            "{} is {size} bytes, over the {MAX_BYTES} allowed",
+            out.display()
+        );
+    }
+    println!("{} ({size} bytes)", out.display());
+    Ok(out)
+}
+
+/// Builds the image from the Containerfile with buildah (vfs storage: no overlay needed),
+/// tagged with the git revision and `latest`. Returns the revision tag.
+pub fn image(root: &Path, tools: &Tools) -> anyhow::Result<String> {
+    let bin = dist(root, tools)?;
+    // The context holds the binary alone: target/dist is also cargo's own output folder
+    // for the dist profile, and buildah would send all of it.
+    let context = root.join("target/image");
+    copy(&bin, &context.join("map-trace"))?;
+    let revision = revision(root)?;
+    let tag = format!("{IMAGE}:{revision}");
+    run(Command::new("buildah")
+        .args(["--storage-driver", "vfs", "bud", "--quiet", "--file"])
+        .arg(root.join("Containerfile"))
+        .args(["--tag", &tag, "--tag", &format!("{IMAGE}:latest")])
+        .args([
+            "--label",
+            &format!("org.opencontainers.image.revision={revision}"),
+        ])
+        .arg(&context))?;
+    println!("{tag}");
+    Ok(tag)
+}
+
+fn copy(from: &Path, to: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = to.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::copy(from, to)
+        .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    Ok(())
+}
+
+fn revision(root: &Path) -> anyhow::Result<String> {
+    let out = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(root)
+        .output()
+        .context("running git")?;
+    if !out.status.success() {
+        bail!("git rev-parse HEAD failed: the image is tagged with the revision");
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
