@@ -14,7 +14,8 @@ use map_trace_common::{EventKind, key_hash};
     override_usage = "map-trace [OPTIONS] --pid <PID>\n       \
                       map-trace [OPTIONS] -- <CMD> [ARGS...]\n       \
                       map-trace hash (--str <S> | --int <N> | --int32 <N> | --hex <BYTES>)\n       \
-                      map-trace compare [OPTIONS] <BASE.json> <NEW.json>"
+                      map-trace compare [OPTIONS] <BASE.json> <NEW.json>\n       \
+                      map-trace check [--sysfs DIR]"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -29,6 +30,19 @@ pub enum Command {
     Hash(HashArgs),
     /// Compare two --summary-json files: exit status 1 if NEW regressed from BASE
     Compare(CompareArgs),
+    /// Report what this host offers and what a trace here would use; exit status 1 if
+    /// tracing cannot work, with what to do
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Where sysfs is mounted (another root lets the check read a copy)
+    #[arg(long, value_name = "DIR", default_value = "/sys")]
+    pub sysfs: PathBuf,
+    /// Print the verifier's whole log if it refuses a program
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 #[derive(Debug, Args)]

@@ -2,7 +2,7 @@
 //! this kernel (not inferred from its version number: distributions backport), and named
 //! when missing.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use aya::{
@@ -75,10 +75,16 @@ pub fn has_kprobes(sysfs: &Path) -> bool {
 
 /// Where tracefs is mounted, if it is.
 #[must_use]
-pub fn tracefs() -> Option<&'static Path> {
-    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+pub fn tracefs() -> Option<PathBuf> {
+    tracefs_in(Path::new("/sys"))
+}
+
+/// Where tracefs is mounted under the sysfs root `sysfs`, if it is.
+#[must_use]
+pub fn tracefs_in(sysfs: &Path) -> Option<PathBuf> {
+    ["kernel/tracing", "kernel/debug/tracing"]
         .into_iter()
-        .map(Path::new)
+        .map(|p| sysfs.join(p))
         .find(|p| p.join("events").exists())
 }
 
@@ -87,6 +93,16 @@ pub fn tracefs() -> Option<&'static Path> {
 /// comm fields `__data_loc`, which moved `child_pid` from 44 to 20).
 pub fn tracepoint_field_offset(group: &str, event: &str, field: &str) -> anyhow::Result<u32> {
     let tracefs = tracefs().context("tracefs is not mounted: mount it at /sys/kernel/tracing")?;
+    tracepoint_field_offset_in(&tracefs, group, event, field)
+}
+
+/// [`tracepoint_field_offset`] in the tracefs mounted at `tracefs`.
+pub fn tracepoint_field_offset_in(
+    tracefs: &Path,
+    group: &str,
+    event: &str,
+    field: &str,
+) -> anyhow::Result<u32> {
     let path = tracefs
         .join("events")
         .join(group)

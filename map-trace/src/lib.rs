@@ -20,6 +20,7 @@ pub mod aggregate;
 pub mod answers;
 pub mod binary;
 pub mod bpf_syscall;
+pub mod check;
 pub mod cli;
 pub mod compare;
 pub mod discovery;

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use map_trace::{cli, compare, session};
+use map_trace::{check, cli, compare, session};
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
@@ -14,6 +14,7 @@ fn main() -> ExitCode {
             Ok(code) => return code,
             Err(err) => Err(err),
         },
+        Some(cli::Command::Check(args)) => check::run(&args),
         None => session::run(
             &args
                 .trace

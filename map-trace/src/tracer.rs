@@ -395,12 +395,8 @@ impl Tracer {
         exe: &Path,
         set: &mut ProbeSet,
     ) -> anyhow::Result<()> {
-        let verbose = self.settings.verifier_log;
+        self.load_single(name)?;
         let program: &mut UProbe = program(&mut self.ebpf, name)?.try_into()?;
-        if !self.single_loaded.contains(&name) {
-            load(name, program.load(), verbose)?;
-            self.single_loaded.push(name);
-        }
         for (point, &cookie) in points.iter().zip(cookies) {
             let at = UProbeAttachPoint {
                 location: UProbeAttachLocation::AbsoluteOffset(point.file_offset),
@@ -428,18 +424,7 @@ impl Tracer {
         cookies: &[u64],
         exe: &Path,
     ) -> anyhow::Result<Option<Box<dyn Send>>> {
-        if !self.multi_programs.contains_key(name) {
-            let fd = match uprobe_multi::load(EBPF_OBJECT, &self.map_fds, name)? {
-                Ok(fd) => fd,
-                Err(refused) => {
-                    if let Some(refused) = refusal(name, &refused.log, self.settings.verifier_log) {
-                        return Err(refused);
-                    }
-                    bail!("loading the eBPF program {name}: {}", refused.error);
-                }
-            };
-            self.multi_programs.insert(name, fd);
-        }
+        self.load_multi(name)?;
         let program = self
             .multi_programs
             .get(name)
@@ -456,6 +441,48 @@ impl Tracer {
                 )
             }),
         }
+    }
+
+    /// Loads uprobe program `name` for a link per uprobe, once.
+    fn load_single(&mut self, name: &'static str) -> anyhow::Result<()> {
+        if !self.single_loaded.contains(&name) {
+            let program: &mut UProbe = program(&mut self.ebpf, name)?.try_into()?;
+            load(name, program.load(), self.settings.verifier_log)?;
+            self.single_loaded.push(name);
+        }
+        Ok(())
+    }
+
+    /// Loads uprobe program `name` for multi-uprobe links, once.
+    fn load_multi(&mut self, name: &'static str) -> anyhow::Result<()> {
+        if !self.multi_programs.contains_key(name) {
+            let fd = match uprobe_multi::load(EBPF_OBJECT, &self.map_fds, name)? {
+                Ok(fd) => fd,
+                Err(refused) => {
+                    if let Some(refused) = refusal(name, &refused.log, self.settings.verifier_log) {
+                        return Err(refused);
+                    }
+                    bail!("loading the eBPF program {name}: {}", refused.error);
+                }
+            };
+            self.multi_programs.insert(name, fd);
+        }
+        Ok(())
+    }
+
+    /// Loads every uprobe program as a trace would link it, attaching none, and returns
+    /// how many programs have passed the verifier in all (`map-trace check`).
+    pub fn load_all(&mut self) -> anyhow::Result<usize> {
+        for role in [Role::Op, Role::Gc, Role::Return, Role::Entry] {
+            let name = program_name(role);
+            if self.multi {
+                self.load_multi(name)?;
+            } else {
+                self.load_single(name)?;
+            }
+        }
+        // The process tracepoints and the madvise programs, one link each.
+        Ok(self.links.len() + self.single_loaded.len() + self.multi_programs.len())
     }
 
     /// Loads and attaches the two madvise programs of `path`.

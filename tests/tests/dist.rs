@@ -3,6 +3,12 @@
 //! nothing else, with exact counts. `cargo xtask test` passes both in `MAP_TRACE_DIST` and
 //! `MAP_TRACE_IMAGE`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code fails by panicking"
+)]
+
 use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},

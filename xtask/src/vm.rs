@@ -70,8 +70,8 @@ pub const KERNELS: [GuestKernel; 3] = [
 /// the ground truth) and GC, both madvise paths, filters, `--show-keys`, `--summary-only`
 /// and a full ring buffer, the ways a run stops, and what it leaves behind; descendants held
 /// at their exec (the fork tracepoint's record differs between 6.1 and 6.18), and a stop
-/// with many processes.
-const FULL: [(&str, &[&str]); 12] = [
+/// with many processes; and `map-trace check` on that kernel.
+const FULL: [(&str, &[&str]); 13] = [
     (
         "exact_counts",
         &[
@@ -85,6 +85,7 @@ const FULL: [(&str, &[&str]); 12] = [
     ("answers", &["classic_go1_23", "swiss_go1_26"]),
     ("memory", &["classic_dontneed", "swiss_free"]),
     ("kernel", &[]),
+    ("check", &["this_host_is_reported_as_a_trace_would_use_it"]),
     ("filters", &["key_string", "one_map"]),
     ("show_keys", &["keys_shown_exactly_swiss"]),
     (
@@ -125,10 +126,13 @@ const FULL: [(&str, &[&str]); 12] = [
 ];
 
 /// A [`Suite::Refused`] guest runs the kernel checks only: they assert the refusal.
-const REFUSED: [(&str, &[&str]); 1] = [(
-    "kernel",
-    &["a_kernel_without_what_map_trace_needs_is_refused_clearly"],
-)];
+const REFUSED: [(&str, &[&str]); 2] = [
+    (
+        "kernel",
+        &["a_kernel_without_what_map_trace_needs_is_refused_clearly"],
+    ),
+    ("check", &["this_host_is_reported_as_a_trace_would_use_it"]),
+];
 
 /// The modules a guest needs for virtiofs, in load order; those built into the kernel (or,
 /// in older kernels, part of another module) have no file and are skipped.
