@@ -63,10 +63,11 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<()> {
     let release = kernel::release();
     let sysfs = args.sysfs.as_path();
     let features = Features::probe(sysfs);
-    let privileged = privileges::missing().is_empty();
+    let missing = privileges::missing();
+    let privileged = missing.is_empty();
     let mut items = vec![
         Item::new("kernel", Status::Ok, release.clone()),
-        privileges(),
+        privileges(&missing),
     ];
     items.extend(kernel_features(features, &release, sysfs, privileged));
     items.push(tracefs(sysfs, privileged));
@@ -95,8 +96,7 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn privileges() -> Item {
-    let missing = privileges::missing();
+fn privileges(missing: &[&str]) -> Item {
     if missing.is_empty() {
         Item::new(
             "privileges",
@@ -188,25 +188,17 @@ fn tracefs(sysfs: &Path, privileged: bool) -> Item {
 
 /// The madvise path a trace takes by default.
 fn madvise(sysfs: &Path) -> (Item, Option<MadvisePath>) {
-    match MadvisePath::choose(sysfs, None) {
-        Ok(MadvisePath::Kprobe) => (
-            Item::new(
-                "madvise",
-                Status::Ok,
-                "kprobes on do_madvise (CONFIG_KPROBES)",
-            ),
-            Some(MadvisePath::Kprobe),
-        ),
-        Ok(MadvisePath::Tracepoint) => (
-            Item::new(
-                "madvise",
-                Status::Ok,
-                "the syscalls:sys_enter_madvise and sys_exit_madvise tracepoints (no kprobes here)",
-            ),
-            Some(MadvisePath::Tracepoint),
-        ),
-        Err(e) => (Item::missing("madvise", "no path", format!("{e:#}")), None),
-    }
+    let path = match MadvisePath::choose(sysfs, None) {
+        Ok(path) => path,
+        Err(e) => return (Item::missing("madvise", "no path", format!("{e:#}")), None),
+    };
+    let detail = match path {
+        MadvisePath::Kprobe => "kprobes on do_madvise (CONFIG_KPROBES)",
+        MadvisePath::Tracepoint => {
+            "the syscalls:sys_enter_madvise and sys_exit_madvise tracepoints (no kprobes here)"
+        }
+    };
+    (Item::new("madvise", Status::Ok, detail), Some(path))
 }
 
 fn uprobe_links(release: &str) -> Item {
@@ -229,19 +221,16 @@ fn uprobe_links(release: &str) -> Item {
 /// kernel's BTF is reported, not required.
 fn btf(sysfs: &Path) -> Item {
     let path = sysfs.join("kernel/btf/vmlinux");
-    if path.exists() {
-        Item::new(
-            "BTF",
-            Status::Ok,
-            format!("{} (not needed by map-trace)", path.display()),
-        )
+    let (status, no) = if path.exists() {
+        (Status::Ok, "")
     } else {
-        Item::new(
-            "BTF",
-            Status::No,
-            format!("no {} (not needed by map-trace)", path.display()),
-        )
-    }
+        (Status::No, "no ")
+    };
+    Item::new(
+        "BTF",
+        status,
+        format!("{no}{} (not needed by map-trace)", path.display()),
+    )
 }
 
 fn pid_namespace() -> Item {

@@ -45,15 +45,21 @@ pub fn dist(root: &Path, tools: &Tools) -> anyhow::Result<PathBuf> {
     Ok(out)
 }
 
+/// The image `cargo xtask image` built, and the binary it holds.
+pub struct Image {
+    pub bin: PathBuf,
+    pub tag: String,
+}
+
 /// Builds the image from the Containerfile with buildah (vfs storage: no overlay needed),
-/// tagged with the git revision and `latest`. Returns the revision tag.
-pub fn image(root: &Path, tools: &Tools) -> anyhow::Result<String> {
+/// tagged with the revision the binary names and `latest`.
+pub fn image(root: &Path, tools: &Tools) -> anyhow::Result<Image> {
     let bin = dist(root, tools)?;
     // The context holds the binary alone: target/dist is also cargo's own output folder
     // for the dist profile, and buildah would send all of it.
     let context = root.join("target/image");
     copy(&bin, &context.join("map-trace"))?;
-    let revision = revision(root)?;
+    let revision = revision(&bin)?;
     let tag = format!("{IMAGE}:{revision}");
     run(Command::new("buildah")
         .args(["--storage-driver", "vfs", "bud", "--quiet", "--file"])
@@ -65,7 +71,7 @@ pub fn image(root: &Path, tools: &Tools) -> anyhow::Result<String> {
         ])
         .arg(&context))?;
     println!("{tag}");
-    Ok(tag)
+    Ok(Image { bin, tag })
 }
 
 fn copy(from: &Path, to: &Path) -> anyhow::Result<()> {
@@ -77,14 +83,16 @@ fn copy(from: &Path, to: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn revision(root: &Path) -> anyhow::Result<String> {
-    let out = Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .current_dir(root)
+/// The git revision `bin --version` names (map-trace/build.rs put it there).
+fn revision(bin: &Path) -> anyhow::Result<String> {
+    let out = Command::new(bin)
+        .arg("--version")
         .output()
-        .context("running git")?;
-    if !out.status.success() {
-        bail!("git rev-parse HEAD failed: the image is tagged with the revision");
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        .with_context(|| format!("running {} --version", bin.display()))?;
+    let version = String::from_utf8_lossy(&out.stdout);
+    version
+        .split_once("(git ")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(revision, _)| revision.to_owned())
+        .with_context(|| format!("{} --version names no revision: {version}", bin.display()))
 }

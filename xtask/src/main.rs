@@ -144,8 +144,8 @@ fn test(root: &Path, tools: &Tools, args: &[String]) -> anyhow::Result<()> {
     let mut cmd = cargo(root, tools);
     cmd.args(["test", "--release"])
         .env("MAP_TRACE_BIN", &bin)
-        .env("MAP_TRACE_DIST", root.join("target/dist/map-trace"))
-        .env("MAP_TRACE_IMAGE", image);
+        .env("MAP_TRACE_DIST", &image.bin)
+        .env("MAP_TRACE_IMAGE", &image.tag);
     if !args.is_empty() {
         cmd.arg("--").args(args);
         // A chosen subset runs on the host only.
