@@ -90,13 +90,14 @@ impl EventKind {
 pub enum KeyKind {
     /// No key.
     None = 0,
-    /// `*_faststr`: data pointer in RCX, length in RDI.
+    /// `*_faststr`: data pointer in [`Reg::Arg2`], length in [`Reg::Arg3`].
     Str = 1,
-    /// `*_fast32`: the value in ECX.
+    /// `*_fast32`: the value in the low half of [`Reg::Arg2`].
     U32 = 2,
-    /// `*_fast64`, `mapassign_fast64ptr`: the value in RCX.
+    /// `*_fast64`, `mapassign_fast64ptr`: the value in [`Reg::Arg2`].
     U64 = 3,
-    /// generic `mapassign`/`mapdelete`: pointer in RCX, size from the map type in RAX.
+    /// generic `mapassign`/`mapdelete`: pointer in [`Reg::Arg2`], size from the map type in
+    /// [`Reg::Arg0`].
     Mem = 4,
 }
 
@@ -113,24 +114,26 @@ impl KeyKind {
     }
 }
 
-/// An argument register of the Go register ABI.
+/// An integer argument (and result) register of the Go register ABI, by position: the
+/// same position is RAX, RBX, RCX, RDI on amd64 and R0–R3 on arm64, so one table of Go
+/// functions serves both.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reg {
-    Rax = 0,
-    Rbx = 1,
-    Rcx = 2,
-    Rdi = 3,
+    Arg0 = 0,
+    Arg1 = 1,
+    Arg2 = 2,
+    Arg3 = 3,
 }
 
 impl Reg {
     #[must_use]
     pub const fn from_u8(v: u8) -> Self {
         match v {
-            0 => Reg::Rax,
-            2 => Reg::Rcx,
-            3 => Reg::Rdi,
-            _ => Reg::Rbx,
+            0 => Reg::Arg0,
+            2 => Reg::Arg2,
+            3 => Reg::Arg3,
+            _ => Reg::Arg1,
         }
     }
 }
@@ -145,13 +148,14 @@ pub struct ProbeCookie {
     pub map: Reg,
     /// Register whose entry value becomes [`Event::detail`] (old bucket index, new capacity).
     pub detail: Option<Reg>,
-    /// RAX holds a swiss `*table` whose header goes into [`Event::table`].
-    pub table_in_rax: bool,
+    /// The first result register ([`Reg::Arg0`]) holds a swiss `*table` whose header goes
+    /// into [`Event::table`].
+    pub table_in_result: bool,
     /// Index of the function in map-trace's plan, reported in [`Event::function`].
     pub function: u16,
     /// Register holding the map's type descriptor, reported in [`Event::map_type`].
     pub map_type: Option<Reg>,
-    /// The map is the function's result, in RAX at its return (`makemap*`), not an
+    /// The map is the function's result, in [`Reg::Arg0`] at its return (`makemap*`), not an
     /// argument; its caller's frames are walked to the end, not to the first user frame.
     pub map_at_return: bool,
 }
@@ -174,7 +178,7 @@ impl ProbeCookie {
             | ((self.key as u64) << 8)
             | ((self.map as u64) << 16)
             | (detail << 24)
-            | ((self.table_in_rax as u64) << 32)
+            | ((self.table_in_result as u64) << 32)
             | ((self.map_at_return as u64) << 33)
             | ((self.function as u64) << 40)
             | (map_type << 56)
@@ -200,7 +204,7 @@ impl ProbeCookie {
                 } else {
                     Some(Reg::from_u8(detail))
                 },
-                table_in_rax: (cookie >> 32) & 1 == 1,
+                table_in_result: (cookie >> 32) & 1 == 1,
                 map_at_return: (cookie >> 33) & 1 == 1,
                 function: (cookie >> 40) as u16,
                 map_type: if map_type as u64 == NO_REG {
@@ -369,7 +373,8 @@ pub struct ProcInfo {
     pub pad: u32,
     /// Run-time minus link-time addresses of the executable (PIE; else 0).
     pub load_bias: u64,
-    /// Offset of `goid` in the goroutine (`runtime.g`, pointed to by R14).
+    /// Offset of `goid` in the goroutine (`runtime.g`, in the g register: R14 on amd64,
+    /// R28 on arm64).
     pub goid_offset: u64,
     /// Offset of the key's `*abi.Type` in the map type.
     pub map_type_key_offset: u64,
@@ -607,17 +612,17 @@ mod tests {
                 KeyKind::U64,
                 KeyKind::Mem,
             ] {
-                for (map, detail, table_in_rax, function, map_type, map_at_return) in [
-                    (Reg::Rbx, None, false, 0, None, false),
-                    (Reg::Rcx, Some(Reg::Rdi), true, 63, Some(Reg::Rax), false),
-                    (Reg::Rax, None, false, 5, Some(Reg::Rbx), true),
+                for (map, detail, table_in_result, function, map_type, map_at_return) in [
+                    (Reg::Arg1, None, false, 0, None, false),
+                    (Reg::Arg2, Some(Reg::Arg3), true, 63, Some(Reg::Arg0), false),
+                    (Reg::Arg0, None, false, 5, Some(Reg::Arg1), true),
                 ] {
                     let cookie = ProbeCookie {
                         kind,
                         key,
                         map,
                         detail,
-                        table_in_rax,
+                        table_in_result,
                         function,
                         map_type,
                         map_at_return,

@@ -2,7 +2,7 @@
 //!
 //! - `map_op` (assign, delete, clear) emits an event at the function's entry.
 //! - `call_entry` and `call_return` time a call (grow, evacuate): the entry probe remembers
-//!   the call under its goroutine (the `g` pointer in R14, never the stack pointer: Go moves
+//!   the call under its goroutine (the `g` pointer in its register (see [`regs`]), never the stack pointer: Go moves
 //!   stacks), and a probe on every RET instruction emits the event with the duration.
 //!
 //! Which function a hit belongs to, and which registers hold its map, key and detail, comes
@@ -21,11 +21,13 @@
     reason = "helpers are inlined into the programs the verifier checks"
 )]
 
+mod regs;
+
 use core::{ffi::c_void, mem::MaybeUninit};
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::{BPF_NOEXIST, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, pt_regs},
+    bindings::{BPF_NOEXIST, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
         generated::{self, bpf_get_attach_cookie, bpf_send_signal},
@@ -44,6 +46,7 @@ use map_trace_common::{
     ProcessRecord, READ_FAILURE_SLOTS, ReadFailure, Reg, STACK_DEPTH, SWITCH_TRACING, TABLE_BYTES,
     TotalsKey, USER_FRAMES_MAX, duration_bucket, key_hash,
 };
+use regs::Regs;
 
 /// Written by user space before load (read-only global).
 #[unsafe(no_mangle)]
@@ -193,48 +196,6 @@ fn traced(pid_tgid: u64) -> Option<&'static ProcInfo> {
     let tgid = (pid_tgid >> 32) as u32;
     // SAFETY: the entry is read while this program runs (RCU keeps it).
     unsafe { PROCS.get(tgid) }
-}
-
-/// The argument registers and g, copied out of the context.
-#[derive(Clone, Copy)]
-struct Regs {
-    rax: u64,
-    rbx: u64,
-    rcx: u64,
-    rdi: u64,
-    r14: u64,
-    rsp: u64,
-    rbp: u64,
-}
-
-impl Regs {
-    /// Volatile loads at fixed offsets: the verifier refuses a context access at a computed
-    /// offset, which the optimiser would otherwise make of `reg()`'s match.
-    #[inline(always)]
-    fn read(regs: *const pt_regs) -> Self {
-        // SAFETY: `regs` is the probe's context; each field is read once at its own offset.
-        unsafe {
-            Self {
-                rax: core::ptr::read_volatile(&raw const (*regs).rax),
-                rbx: core::ptr::read_volatile(&raw const (*regs).rbx),
-                rcx: core::ptr::read_volatile(&raw const (*regs).rcx),
-                rdi: core::ptr::read_volatile(&raw const (*regs).rdi),
-                r14: core::ptr::read_volatile(&raw const (*regs).r14),
-                rsp: core::ptr::read_volatile(&raw const (*regs).rsp),
-                rbp: core::ptr::read_volatile(&raw const (*regs).rbp),
-            }
-        }
-    }
-
-    #[inline(always)]
-    fn get(&self, r: Reg) -> u64 {
-        match r {
-            Reg::Rax => self.rax,
-            Reg::Rbx => self.rbx,
-            Reg::Rcx => self.rcx,
-            Reg::Rdi => self.rdi,
-        }
-    }
 }
 
 /// Reserved ring-buffer memory is not cleared: a record's writer sets every field of it,
@@ -390,12 +351,11 @@ unsafe fn put_stack(
     whole: bool,
 ) -> u8 {
     let slots = stack.cast::<u64>();
-    // SAFETY: reading user memory through the faulting-safe helper.
-    let first = unsafe { bpf_probe_read_user(regs.rsp as *const u64) };
+    let first = regs.return_address();
     // SAFETY: the first slot of the caller's array.
     unsafe { slots.write(first.unwrap_or(0)) };
     let mut frame = match first {
-        Ok(ret) if whole || !known_user(ret, proc) => regs.rbp,
+        Ok(ret) if whole || !known_user(ret, proc) => regs.fp,
         _ => 0,
     };
     for i in 1..STACK_DEPTH {
@@ -622,7 +582,7 @@ unsafe fn put_map_op(rec: *mut Event, head: &Head, flags: u8, regs: &Regs, proc:
     // SAFETY: writes into the caller's record.
     unsafe {
         let flags = flags
-            | put_goid(rec, regs.r14, proc)
+            | put_goid(rec, regs.g, proc)
             | put_stack(&raw mut (*rec).stack, regs, proc, false)
             | put_header(rec, head.map);
         (*rec).table = [0; TABLE_BYTES];
@@ -661,9 +621,11 @@ pub fn call_entry(ctx: ProbeContext) -> u32 {
         pending.detail = regs.get(r);
         pending.flags |= u64::from(FLAG_DETAIL);
     }
-    if cookie.table_in_rax {
+    if cookie.table_in_result {
         // SAFETY: reading user memory through the faulting-safe helper.
-        if let Ok(t) = unsafe { bpf_probe_read_user(regs.rax as *const [u8; TABLE_BYTES]) } {
+        if let Ok(t) =
+            unsafe { bpf_probe_read_user(regs.get(Reg::Arg0) as *const [u8; TABLE_BYTES]) }
+        {
             pending.table = t;
             pending.flags |= u64::from(FLAG_TABLE);
         } else {
@@ -671,7 +633,7 @@ pub fn call_entry(ctx: ProbeContext) -> u32 {
         }
     }
     let key = CallKey {
-        g: regs.r14,
+        g: regs.g,
         function: u32::from(cookie.function),
         tgid: (pid_tgid >> 32) as u32,
     };
@@ -699,10 +661,10 @@ pub fn call_return(ctx: ProbeContext) -> u32 {
     let Some((pid_tgid, kind, cookie, proc)) = start(&ctx) else {
         return 0;
     };
-    // SAFETY: `regs` is the probe's context; g is read at its fixed offset.
-    let g = unsafe { core::ptr::read_volatile(&raw const (*ctx.regs).r14) };
-    // SAFETY: as above; a constructor's result is its map.
-    let result = unsafe { core::ptr::read_volatile(&raw const (*ctx.regs).rax) };
+    let regs = Regs::read(ctx.regs);
+    let g = regs.g;
+    // A constructor's result is its map.
+    let result = regs.get(Reg::Arg0);
     let tgid = (pid_tgid >> 32) as u32;
     let key = CallKey {
         g,
@@ -786,9 +748,9 @@ pub fn gc_event(ctx: ProbeContext) -> u32 {
         return 0;
     };
     let rec = entry.as_mut_ptr();
-    // SAFETY: `regs` is the probe's context; the rest are writes into the reserved record.
+    let g = Regs::read(ctx.regs).g;
+    // SAFETY: writes into the reserved record.
     unsafe {
-        let g = core::ptr::read_volatile(&raw const (*ctx.regs).r14);
         let flags = flags | put_goid(rec, g, proc);
         (*rec).stack = [0; STACK_DEPTH];
         (*rec).header = [0; HEADER_BYTES];
@@ -1075,16 +1037,23 @@ fn read_key(
     match kind {
         KeyKind::None => None,
         KeyKind::U32 => {
-            #[expect(clippy::cast_possible_truncation, reason = "ECX holds the 32-bit key")]
-            let value = regs.rcx as u32;
+            #[expect(
+                clippy::cast_possible_truncation,
+                reason = "the low half of the register holds the 32-bit key"
+            )]
+            let value = regs.get(Reg::Arg2) as u32;
             Some(Key::value(value.to_le_bytes(), u64::from(value)))
         }
-        KeyKind::U64 => Some(Key::value(regs.rcx.to_le_bytes(), regs.rcx)),
-        KeyKind::Str => read_user_bytes(regs.rcx, regs.rdi, buf),
+        KeyKind::U64 => {
+            let value = regs.get(Reg::Arg2);
+            Some(Key::value(value.to_le_bytes(), value))
+        }
+        KeyKind::Str => read_user_bytes(regs.get(Reg::Arg2), regs.get(Reg::Arg3), buf),
         KeyKind::Mem => {
             // SAFETY: reads of user memory through the faulting-safe helper.
-            let key_type =
-                unsafe { bpf_probe_read_user((regs.rax + proc.map_type_key_offset) as *const u64) };
+            let key_type = unsafe {
+                bpf_probe_read_user((regs.get(Reg::Arg0) + proc.map_type_key_offset) as *const u64)
+            };
             // SAFETY: as above.
             let size = key_type.and_then(|key_type| unsafe {
                 bpf_probe_read_user((key_type + proc.type_size_offset) as *const u64)
@@ -1093,7 +1062,7 @@ fn read_key(
                 failed(ReadFailure::Key);
                 return None;
             };
-            read_user_bytes(regs.rcx, size, buf)
+            read_user_bytes(regs.get(Reg::Arg2), size, buf)
         }
     }
 }

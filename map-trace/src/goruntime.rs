@@ -122,13 +122,14 @@ pub enum DetailKind {
     None,
     /// classic `hashGrow`: `double` or `same-size`, from the header's flags at return.
     HashGrow,
-    /// classic `evacuate*`: the old bucket index (RCX at entry).
+    /// classic `evacuate*`: the old bucket index (third argument at entry).
     Evacuate,
     /// swiss `growToSmall`.
     Small,
     /// swiss `growToTable`.
     ToTable,
-    /// swiss `(*table).grow`: old capacity from the table (RAX), new capacity from RDI.
+    /// swiss `(*table).grow`: old capacity from the table (first argument), new capacity
+    /// from the fourth.
     TableGrow,
     /// swiss `(*table).split`.
     Split,
@@ -137,7 +138,7 @@ pub enum DetailKind {
     GcStart,
     /// A GC cycle's mark phase terminates (`gcMarkTermination`).
     GcMarkEnd,
-    /// `makemap(t, hint, h)`: the size hint (RBX at entry).
+    /// `makemap(t, hint, h)`: the size hint (second argument at entry).
     Hint,
     /// `makemap_small()`: no hint (at most one group's or bucket's worth).
     MakeSmall,
@@ -165,12 +166,12 @@ impl MapFunction {
             key: self.key,
             map: self.map,
             detail: match self.detail {
-                DetailKind::Evacuate => Some(Reg::Rcx),
-                DetailKind::TableGrow => Some(Reg::Rdi),
-                DetailKind::Hint => Some(Reg::Rbx),
+                DetailKind::Evacuate => Some(Reg::Arg2),
+                DetailKind::TableGrow => Some(Reg::Arg3),
+                DetailKind::Hint => Some(Reg::Arg1),
                 _ => None,
             },
-            table_in_rax: matches!(self.detail, DetailKind::TableGrow | DetailKind::Split),
+            table_in_result: matches!(self.detail, DetailKind::TableGrow | DetailKind::Split),
             function: index,
             map_type: self.map_type,
             map_at_return: matches!(self.kind, EventKind::Make),
@@ -183,8 +184,8 @@ const fn op(symbol: &'static str, kind: EventKind, key: KeyKind) -> MapFunction 
         symbol,
         kind,
         key,
-        map: Reg::Rbx,
-        map_type: Some(Reg::Rax),
+        map: Reg::Arg1,
+        map_type: Some(Reg::Arg0),
         detail: DetailKind::None,
     }
 }
@@ -199,8 +200,8 @@ const fn timed(symbol: &'static str, kind: EventKind, map: Reg, detail: DetailKi
         map,
         map_type: match (kind, map) {
             (EventKind::Gc, _) => None,
-            (_, Reg::Rbx) => Some(Reg::Rax),
-            _ => Some(Reg::Rbx),
+            (_, Reg::Arg1) => Some(Reg::Arg0),
+            _ => Some(Reg::Arg1),
         },
         detail,
     }
@@ -229,80 +230,80 @@ const CLASSIC_GROWTH: &[MapFunction] = &[
     timed(
         "runtime.hashGrow",
         EventKind::Grow,
-        Reg::Rbx,
+        Reg::Arg1,
         DetailKind::HashGrow,
     ),
     timed(
         "runtime.evacuate",
         EventKind::Evacuate,
-        Reg::Rbx,
+        Reg::Arg1,
         DetailKind::Evacuate,
     ),
     timed(
         "runtime.evacuate_fast32",
         EventKind::Evacuate,
-        Reg::Rbx,
+        Reg::Arg1,
         DetailKind::Evacuate,
     ),
     timed(
         "runtime.evacuate_fast64",
         EventKind::Evacuate,
-        Reg::Rbx,
+        Reg::Arg1,
         DetailKind::Evacuate,
     ),
     timed(
         "runtime.evacuate_faststr",
         EventKind::Evacuate,
-        Reg::Rbx,
+        Reg::Arg1,
         DetailKind::Evacuate,
     ),
 ];
 
-/// Swiss growth: methods of `*Map` (map in RAX) and `*table` (table in RAX, map in RCX).
+/// Swiss growth: methods of `*Map` (map first) and `*table` (table first, map third).
 const SWISS_GROWTH: &[MapFunction] = &[
     timed(
         "internal/runtime/maps.(*Map).growToSmall",
         EventKind::Grow,
-        Reg::Rax,
+        Reg::Arg0,
         DetailKind::Small,
     ),
     timed(
         "internal/runtime/maps.(*Map).growToTable",
         EventKind::Grow,
-        Reg::Rax,
+        Reg::Arg0,
         DetailKind::ToTable,
     ),
     timed(
         "internal/runtime/maps.(*table).grow",
         EventKind::Grow,
-        Reg::Rcx,
+        Reg::Arg2,
         DetailKind::TableGrow,
     ),
     timed(
         "internal/runtime/maps.(*table).split",
         EventKind::Grow,
-        Reg::Rcx,
+        Reg::Arg2,
         DetailKind::Split,
     ),
 ];
 
 /// The map constructors, the same in both flavours and every supported version: they return
-/// the map in RAX (`makemap(t, hint, h)` fills `h` when the compiler put the header on the
+/// the map as their first result (`makemap(t, hint, h)` fills `h` when the compiler put the header on the
 /// stack). A map that does not escape and has no hint over 8 gets no call at all.
 const MAP_MAKE: &[MapFunction] = &[
     MapFunction {
         symbol: "runtime.makemap",
         kind: EventKind::Make,
         key: KeyKind::None,
-        map: Reg::Rcx,
-        map_type: Some(Reg::Rax),
+        map: Reg::Arg2,
+        map_type: Some(Reg::Arg0),
         detail: DetailKind::Hint,
     },
     MapFunction {
         symbol: "runtime.makemap_small",
         kind: EventKind::Make,
         key: KeyKind::None,
-        map: Reg::Rax,
+        map: Reg::Arg0,
         map_type: None,
         detail: DetailKind::MakeSmall,
     },
@@ -313,13 +314,13 @@ const RUNTIME_GC: &[MapFunction] = &[
     timed(
         "runtime.gcBgMarkStartWorkers",
         EventKind::Gc,
-        Reg::Rbx,
+        Reg::Arg1,
         DetailKind::GcStart,
     ),
     timed(
         "runtime.gcMarkTermination",
         EventKind::Gc,
-        Reg::Rbx,
+        Reg::Arg1,
         DetailKind::GcMarkEnd,
     ),
 ];
@@ -637,7 +638,7 @@ pub struct Layout {
     pub functions: [&'static [MapFunction]; 4],
     /// Where the map type keeps the sizes that tell the memory a map holds.
     pub storage: Storage,
-    /// `g.stackguard0`: what the prologue's stack check compares against (R14 + this).
+    /// `g.stackguard0`: what the prologue's stack check compares against (the g register + this).
     pub stackguard0_offset: u64,
     /// `g.goid`.
     pub goid_offset: u64,
@@ -1010,13 +1011,13 @@ mod tests {
         let f = swiss.function(u16::try_from(grow).unwrap()).unwrap();
         let cookie = f.cookie(7);
         assert_eq!(
-            (cookie.map, cookie.detail, cookie.table_in_rax),
-            (Reg::Rcx, Some(Reg::Rdi), true)
+            (cookie.map, cookie.detail, cookie.table_in_result),
+            (Reg::Arg2, Some(Reg::Arg3), true)
         );
         let op = swiss.function(0).unwrap().cookie(0);
         assert_eq!(
-            (op.map, op.detail, op.table_in_rax),
-            (Reg::Rbx, None, false)
+            (op.map, op.detail, op.table_in_result),
+            (Reg::Arg1, None, false)
         );
     }
 

@@ -88,12 +88,17 @@ pub fn plan(binary: &GoBinary, runtime: &Runtime, events: &EventSet) -> Result<P
         let code = binary
             .code(bounds)
             .ok_or_else(|| fail("code is outside the file".into()))?;
-        let entry =
-            disasm::entry_after_prologue(code, bounds.addr, runtime.layout.stackguard0_offset)
-                .map_err(|e| fail(e.to_string()))?;
+        let entry = disasm::entry_after_prologue(
+            binary.arch(),
+            code,
+            bounds.addr,
+            runtime.layout.stackguard0_offset,
+        )
+        .map_err(|e| fail(e.to_string()))?;
         let mut sites = vec![(entry, entry_role(function.kind))];
         if function.kind.is_timed() {
-            let rets = disasm::return_sites(code, bounds.addr).map_err(|e| fail(e.to_string()))?;
+            let rets = disasm::return_sites(binary.arch(), code, bounds.addr)
+                .map_err(|e| fail(e.to_string()))?;
             if rets.is_empty() {
                 return Err(fail("no RET instruction found".into()));
             }

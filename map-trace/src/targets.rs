@@ -223,6 +223,7 @@ impl Targets {
         exe: &Executable,
     ) -> anyhow::Result<(GoBinary, Plan, Runtime)> {
         let binary = GoBinary::open(proc_exe)?;
+        binary.ensure_native()?;
         let runtime = binary.runtime()?;
         let plan = plan::plan(&binary, &runtime, &self.events)?;
         if self.verbose {

@@ -137,7 +137,8 @@ fn prog_load(
     load.insns = insns.as_ptr() as u64;
     load.license = license.as_ptr() as u64;
     for (dst, src) in load.prog_name.iter_mut().zip(name.bytes().take(15)) {
-        *dst = src.cast_signed();
+        // `c_char` is signed on x86_64 and unsigned on aarch64: the bytes are the same.
+        *dst = std::ffi::c_char::from_ne_bytes([src]);
     }
     if let Some(log) = log {
         load.log_level = 1;

@@ -21,7 +21,9 @@ use integration_tests::{
 };
 use map_trace::{
     binary::{
-        Frame, GoBinary, disasm,
+        Frame, GoBinary,
+        arch::Arch,
+        disasm,
         gotypes::{self, Kind},
     },
     cli::EventSet,
@@ -126,75 +128,130 @@ fn version_without_build_info_equals_the_build_infos() {
     }
 }
 
+/// Builds `tests/go/<program>` as `v` for `goarch`: the host's builds for amd64, a cross
+/// build for arm64 (its code is read here, never run).
+fn build_for(v: Variant, program: &str, goarch: &str) -> PathBuf {
+    if goarch == "amd64" {
+        return v.build(program);
+    }
+    let out = std::env::temp_dir().join(format!(
+        "map-trace-{goarch}-{program}-go{}{}",
+        v.go, v.experiment
+    ));
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("go")
+        .join(program);
+    let status = go_command(v.go, &src)
+        .env("GOARCH", goarch)
+        .env("CGO_ENABLED", "0")
+        .env("GOEXPERIMENT", v.experiment)
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(status.success(), "go build of {program} for {goarch}");
+    out
+}
+
+/// Probe placement on every supported build, amd64 and arm64, against `go tool objdump`:
+/// each entry probe right after the stack check's branch to `morestack` (JBE, BLS), exit
+/// probes on every RET and nowhere else.
 #[test]
 fn probes_sit_after_the_stack_check_and_every_ret_is_found() {
-    for go in go_versions() {
-        let bin = build_go("mapops", &go);
-        let binary = GoBinary::open(&bin).unwrap();
-        let runtime = binary.runtime().unwrap();
-        let plan = plan::plan(&binary, &runtime, &EventSet::all()).unwrap();
-        // mapops uses every key kind, assign, delete and clear, and its maps grow.
-        let entries: Vec<_> = plan
-            .points
+    for v in VARIANTS {
+        for (goarch, arch, branch) in [
+            ("amd64", Arch::Amd64, "JBE "),
+            ("arm64", Arch::Arm64, "BLS "),
+        ] {
+            let what = format!("go{}{} {goarch}", v.go, v.experiment);
+            let bin = build_for(v, "mapops", goarch);
+            let binary = GoBinary::open(&bin).unwrap();
+            assert_eq!(binary.arch(), arch, "{what}");
+            assert_eq!(
+                binary.ensure_native().is_ok(),
+                arch == Arch::NATIVE,
+                "{what}"
+            );
+            let runtime = binary.runtime().unwrap();
+            assert_eq!(runtime.flavour.to_string(), v.flavour(), "{what}");
+            let plan = plan::plan(&binary, &runtime, &EventSet::all()).unwrap();
+            check_probe_sites(&what, v.go, &bin, &binary, &runtime, &plan, branch);
+        }
+    }
+}
+
+fn check_probe_sites(
+    what: &str,
+    go: &str,
+    bin: &Path,
+    binary: &GoBinary,
+    runtime: &goruntime::Runtime,
+    plan: &plan::Plan,
+    branch: &str,
+) {
+    // mapops uses every key kind, assign, delete and clear, and its maps grow.
+    let entries: Vec<_> = plan
+        .points
+        .iter()
+        .filter(|p| p.role != Role::Return)
+        .collect();
+    assert_eq!(
+        entries.len(),
+        runtime.layout.all_functions().count(),
+        "{what}: {:?}",
+        plan.missing
+    );
+    for point in entries {
+        let symbol = point.function.symbol;
+        let insns = objdump(go, bin, symbol);
+        let stack_check = insns
             .iter()
-            .filter(|p| p.role != Role::Return)
-            .collect();
-        assert_eq!(
-            entries.len(),
-            runtime.layout.all_functions().count(),
-            "go{go}: {:?}",
-            plan.missing
+            .position(|(_, text)| text.starts_with(branch))
+            .unwrap_or_else(|| panic!("{what} {symbol}: no {branch}"));
+        assert!(
+            stack_check <= 4,
+            "{what} {symbol}: stack check is not in the prologue"
         );
-        for point in entries {
-            let symbol = point.function.symbol;
-            let insns = objdump(&go, &bin, symbol);
-            let jbe = insns
-                .iter()
-                .position(|(_, text)| text.starts_with("JBE "))
-                .unwrap_or_else(|| panic!("go{go} {symbol}: no JBE"));
-            assert!(
-                jbe <= 3,
-                "go{go} {symbol}: stack check is not in the prologue"
-            );
-            assert_eq!(
-                point.addr,
-                insns[jbe + 1].0,
-                "go{go} {symbol}: probe address"
-            );
-            let f = binary.function(symbol).unwrap();
-            assert_eq!(f.addr, insns[0].0, "go{go} {symbol}: symbol address");
-            assert_eq!(
-                binary.file_offset(point.addr).unwrap() - binary.file_offset(f.addr).unwrap(),
-                point.addr - f.addr
-            );
-            let rets: BTreeSet<u64> = insns
-                .iter()
-                .filter(|(_, t)| t.starts_with("RET"))
-                .map(|(a, _)| *a)
-                .collect();
-            let found: BTreeSet<u64> = disasm::return_sites(binary.code(f).unwrap(), f.addr)
+        assert_eq!(
+            point.addr,
+            insns[stack_check + 1].0,
+            "{what} {symbol}: probe address"
+        );
+        let f = binary.function(symbol).unwrap();
+        assert_eq!(f.addr, insns[0].0, "{what} {symbol}: symbol address");
+        assert_eq!(
+            binary.file_offset(point.addr).unwrap() - binary.file_offset(f.addr).unwrap(),
+            point.addr - f.addr
+        );
+        let rets: BTreeSet<u64> = insns
+            .iter()
+            .filter(|(_, t)| t.starts_with("RET"))
+            .map(|(a, _)| *a)
+            .collect();
+        let found: BTreeSet<u64> =
+            disasm::return_sites(binary.arch(), binary.code(f).unwrap(), f.addr)
                 .unwrap()
                 .into_iter()
                 .collect();
-            assert!(!rets.is_empty());
-            assert_eq!(found, rets, "go{go} {symbol}: RET sites");
-            let planned: BTreeSet<u64> = plan
-                .points
-                .iter()
-                .filter(|p| p.role == Role::Return && p.function.symbol == symbol)
-                .map(|p| p.addr)
-                .collect();
-            if point.function.kind.is_timed() {
-                assert_eq!(point.role, Role::Entry);
-                assert_eq!(planned, rets, "go{go} {symbol}: exit probes");
-            } else {
-                let gc = point.function.kind == EventKind::Gc;
-                assert_eq!(point.role, if gc { Role::Gc } else { Role::Op });
-                assert!(
-                    planned.is_empty(),
-                    "go{go} {symbol}: exit probes on an operation"
-                );
-            }
+        assert!(!rets.is_empty());
+        assert_eq!(found, rets, "{what} {symbol}: RET sites");
+        let planned: BTreeSet<u64> = plan
+            .points
+            .iter()
+            .filter(|p| p.role == Role::Return && p.function.symbol == symbol)
+            .map(|p| p.addr)
+            .collect();
+        if point.function.kind.is_timed() {
+            assert_eq!(point.role, Role::Entry);
+            assert_eq!(planned, rets, "{what} {symbol}: exit probes");
+        } else {
+            let gc = point.function.kind == EventKind::Gc;
+            assert_eq!(point.role, if gc { Role::Gc } else { Role::Op });
+            assert!(
+                planned.is_empty(),
+                "{what} {symbol}: exit probes on an operation"
+            );
         }
     }
 }
@@ -448,7 +505,9 @@ impl Build {
             let offset = binary.file_offset(f.addr).unwrap();
             assert_eq!(binary.vaddr_of_file_offset(offset), Some(f.addr), "{what}");
             assert!(
-                !disasm::return_sites(code, f.addr).unwrap().is_empty(),
+                !disasm::return_sites(binary.arch(), code, f.addr)
+                    .unwrap()
+                    .is_empty(),
                 "{what} {name}: no RET"
             );
         }

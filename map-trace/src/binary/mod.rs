@@ -2,6 +2,7 @@
 //! own tables, so stripped, PIE and cgo builds work alike), Go type names, and the mapping
 //! from virtual addresses to file offsets that uprobes are attached by.
 
+pub mod arch;
 pub mod buildinfo;
 pub mod buildversion;
 pub mod disasm;
@@ -23,6 +24,7 @@ use thiserror::Error;
 
 pub use self::pclntab::Frame;
 use self::{
+    arch::Arch,
     buildinfo::BuildInfoError,
     buildversion::BuildVersionError,
     gotypes::{Memory, Module, ModuleError},
@@ -41,11 +43,17 @@ pub enum BinaryError {
     },
     #[error("{path} is not an ELF executable ({reason}): map-trace traces Go programs")]
     NotElf { path: PathBuf, reason: String },
-    #[error("{path} is a {arch:?} binary; map-trace traces x86_64 Go programs")]
+    #[error("{path} is a {arch:?} binary; map-trace reads amd64 and arm64 Go programs")]
     Arch {
         path: PathBuf,
         arch: object::Architecture,
     },
+    #[error(
+        "{path} is an {arch} program, and this map-trace is the {native} build: run {build} on this machine",
+        native = Arch::NATIVE,
+        build = arch.build()
+    )]
+    ForeignArch { path: PathBuf, arch: Arch },
     #[error("{path}: {reason}")]
     BuildInfo {
         path: PathBuf,
@@ -172,6 +180,7 @@ struct Tables {
 /// A Go executable, read once.
 pub struct GoBinary {
     path: PathBuf,
+    arch: Arch,
     image: Image,
     version: String,
     /// The main module's path, from the build info; `None` outside a module.
@@ -219,12 +228,12 @@ impl GoBinary {
                 reason: format!("{:?}", file.format()),
             });
         }
-        if file.architecture() != object::Architecture::X86_64 {
+        let Some(arch) = Arch::of(file.architecture()) else {
             return Err(BinaryError::Arch {
                 arch: file.architecture(),
                 path,
             });
-        }
+        };
         let blob = file
             .section_by_name(".go.buildinfo")
             .and_then(|s| s.data().ok())
@@ -258,7 +267,7 @@ impl GoBinary {
         }
         let pie = file.kind() == ObjectKind::Dynamic;
         let relative = if pie {
-            relative_relocations(&file)
+            relative_relocations(&file, arch)
         } else {
             HashMap::new()
         };
@@ -276,6 +285,7 @@ impl GoBinary {
         let version = go_version(&path, build_info, &image, symbol)?;
         let mut binary = Self {
             path,
+            arch,
             image,
             version,
             main_module,
@@ -406,6 +416,24 @@ impl GoBinary {
 
     fn module(&self) -> Option<&Module> {
         self.tables.as_ref().map(|t| &t.module)
+    }
+
+    #[must_use]
+    pub fn arch(&self) -> Arch {
+        self.arch
+    }
+
+    /// Refuses a program of another architecture than this build's: its probes would read
+    /// the wrong registers.
+    pub fn ensure_native(&self) -> Result<(), BinaryError> {
+        if self.arch == Arch::NATIVE {
+            Ok(())
+        } else {
+            Err(BinaryError::ForeignArch {
+                path: self.path.clone(),
+                arch: self.arch,
+            })
+        }
     }
 
     #[must_use]
@@ -578,10 +606,11 @@ fn data_symbols(file: &object::File<'_>, file_len: usize) -> Option<HashMap<Stri
     Some(objects)
 }
 
-/// The `R_X86_64_RELATIVE` entries of the dynamic relocations: site → target.
-fn relative_relocations(file: &object::File<'_>) -> HashMap<u64, u64> {
+/// The relative entries of the dynamic relocations (`R_X86_64_RELATIVE`,
+/// `R_AARCH64_RELATIVE`): site → target.
+fn relative_relocations(file: &object::File<'_>, arch: Arch) -> HashMap<u64, u64> {
     let relative = RelocationFlags::Elf {
-        r_type: object::elf::R_X86_64_RELATIVE,
+        r_type: arch.relative_relocation(),
     };
     file.dynamic_relocations()
         .into_iter()
