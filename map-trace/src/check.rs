@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::bail;
 
 use crate::{
+    binary::arch::Arch,
     cli::CheckArgs,
     kernel::{self, Features},
     privileges,
@@ -58,6 +59,33 @@ impl Item {
     }
 }
 
+/// The machine against this build: its probes read one architecture's registers.
+fn architecture(machine: &str) -> Item {
+    let arch = match machine {
+        "x86_64" => Some(Arch::Amd64),
+        "aarch64" => Some(Arch::Arm64),
+        _ => None,
+    };
+    let detail = format!("{machine}: this build traces {} Go programs", Arch::NATIVE);
+    match arch {
+        Some(arch) if arch == Arch::NATIVE => Item::new("architecture", Status::Ok, detail),
+        Some(arch) => Item::missing(
+            "architecture",
+            detail,
+            format!(
+                "this is map-trace's {} build on an {machine} machine: run {}",
+                Arch::NATIVE,
+                arch.build()
+            ),
+        ),
+        None => Item::missing(
+            "architecture",
+            detail,
+            format!("map-trace runs on x86_64 and aarch64, not {machine}"),
+        ),
+    }
+}
+
 /// Prints the report on standard output; fails with the first missing item's error.
 pub fn run(args: &CheckArgs) -> anyhow::Result<()> {
     let release = kernel::release();
@@ -67,6 +95,7 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<()> {
     let privileged = missing.is_empty();
     let mut items = vec![
         Item::new("kernel", Status::Ok, release.clone()),
+        architecture(&kernel::machine()),
         privileges(&missing),
     ];
     items.extend(kernel_features(features, &release, sysfs, privileged));

@@ -20,6 +20,15 @@ pub fn release() -> String {
     )
 }
 
+/// The machine `uname -m` names (`x86_64`, `aarch64`).
+#[must_use]
+pub fn machine() -> String {
+    nix::sys::utsname::uname().map_or_else(
+        |_| "(unknown)".to_owned(),
+        |u| u.machine().to_string_lossy().into_owned(),
+    )
+}
+
 /// The features the eBPF programs need, as found on a kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Features {

@@ -43,9 +43,13 @@ fn status<'a>(items: &'a BTreeMap<String, (String, String)>, name: &str) -> &'a 
         .0
 }
 
-fn release() -> String {
-    let out = Command::new("uname").arg("-r").output().unwrap();
+fn uname(option: &str) -> String {
+    let out = Command::new("uname").arg(option).output().unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn release() -> String {
+    uname("-r")
 }
 
 fn release_at_least(release: &str, want: (u32, u32)) -> bool {
@@ -73,6 +77,19 @@ fn this_host_is_reported_as_a_trace_would_use_it() {
     let items = report(&f);
     let release = release();
     assert_eq!(items["kernel"], ("ok".into(), release.clone()));
+    let machine = uname("-m");
+    let goarch = match machine.as_str() {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => panic!("no map-trace build for {other}"),
+    };
+    assert_eq!(
+        items["architecture"],
+        (
+            "ok".into(),
+            format!("{machine}: this build traces {goarch} Go programs")
+        )
+    );
     assert_eq!(status(&items, "privileges"), "ok");
     assert_eq!(status(&items, "uprobes"), "ok");
     assert_eq!(status(&items, "ring buffer"), "ok");
