@@ -158,6 +158,10 @@ pub struct ProbeCookie {
     /// The map is the function's result, in [`Reg::Arg0`] at its return (`makemap*`), not an
     /// argument; its caller's frames are walked to the end, not to the first user frame.
     pub map_at_return: bool,
+    /// The entry probe sits on the stack check's conditional branch to `morestack`
+    /// (arm64), not after it: a hit where the branch will be taken is no call yet (the
+    /// function starts again once the stack has grown) and counts nothing.
+    pub on_stack_branch: bool,
 }
 
 /// `ProbeCookie::detail` when none.
@@ -180,6 +184,7 @@ impl ProbeCookie {
             | (detail << 24)
             | ((self.table_in_result as u64) << 32)
             | ((self.map_at_return as u64) << 33)
+            | ((self.on_stack_branch as u64) << 34)
             | ((self.function as u64) << 40)
             | (map_type << 56)
     }
@@ -206,6 +211,7 @@ impl ProbeCookie {
                 },
                 table_in_result: (cookie >> 32) & 1 == 1,
                 map_at_return: (cookie >> 33) & 1 == 1,
+                on_stack_branch: (cookie >> 34) & 1 == 1,
                 function: (cookie >> 40) as u16,
                 map_type: if map_type as u64 == NO_REG {
                     None
@@ -612,10 +618,18 @@ mod tests {
                 KeyKind::U64,
                 KeyKind::Mem,
             ] {
-                for (map, detail, table_in_result, function, map_type, map_at_return) in [
-                    (Reg::Arg1, None, false, 0, None, false),
-                    (Reg::Arg2, Some(Reg::Arg3), true, 63, Some(Reg::Arg0), false),
-                    (Reg::Arg0, None, false, 5, Some(Reg::Arg1), true),
+                for (map, detail, table_in_result, function, map_type, map_at_return, branch) in [
+                    (Reg::Arg1, None, false, 0, None, false, true),
+                    (
+                        Reg::Arg2,
+                        Some(Reg::Arg3),
+                        true,
+                        63,
+                        Some(Reg::Arg0),
+                        false,
+                        false,
+                    ),
+                    (Reg::Arg0, None, false, 5, Some(Reg::Arg1), true, true),
                 ] {
                     let cookie = ProbeCookie {
                         kind,
@@ -626,6 +640,7 @@ mod tests {
                         function,
                         map_type,
                         map_at_return,
+                        on_stack_branch: branch,
                     };
                     let (k, back) = ProbeCookie::decode(cookie.encode());
                     assert_eq!(EventKind::from_u8(k), Some(kind));

@@ -190,6 +190,13 @@ fn start(ctx: &ProbeContext) -> Option<(u64, u8, ProbeCookie, &'static ProcInfo)
     Some((pid_tgid, kind, cookie, proc))
 }
 
+/// [`start`] at an entry probe: also `None` at a stack check's branch that goes to
+/// `morestack` (the call starts again once the stack has grown, and counts then).
+#[inline(always)]
+fn start_entry(ctx: &ProbeContext) -> Option<(u64, u8, ProbeCookie, &'static ProcInfo)> {
+    start(ctx).filter(|(_, _, cookie, _)| !(cookie.on_stack_branch && regs::to_morestack(ctx.regs)))
+}
+
 /// The facts of the traced process of `pid_tgid`, if it is one.
 #[inline(always)]
 fn traced(pid_tgid: u64) -> Option<&'static ProcInfo> {
@@ -503,7 +510,7 @@ fn count(array: &PerCpuArray<u64>, slot: u32) {
 )]
 pub fn map_op(ctx: ProbeContext) -> u32 {
     let now = now();
-    let Some((pid_tgid, kind, cookie, proc)) = start(&ctx) else {
+    let Some((pid_tgid, kind, cookie, proc)) = start_entry(&ctx) else {
         return 0;
     };
     let regs = Regs::read(ctx.regs);
@@ -601,7 +608,7 @@ fn map_wanted(map: u64) -> bool {
     reason = "the signature aya's macro expects"
 )]
 pub fn call_entry(ctx: ProbeContext) -> u32 {
-    let Some((pid_tgid, _, cookie, proc)) = start(&ctx) else {
+    let Some((pid_tgid, _, cookie, proc)) = start_entry(&ctx) else {
         return 0;
     };
     let regs = Regs::read(ctx.regs);
@@ -728,7 +735,7 @@ pub fn call_return(ctx: ProbeContext) -> u32 {
 )]
 pub fn gc_event(ctx: ProbeContext) -> u32 {
     let now = now();
-    let Some((pid_tgid, kind, cookie, proc)) = start(&ctx) else {
+    let Some((pid_tgid, kind, cookie, proc)) = start_entry(&ctx) else {
         return 0;
     };
     let mut head = Head::new(now, pid_tgid, kind);

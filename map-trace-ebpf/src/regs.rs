@@ -7,6 +7,8 @@
 //! | amd64 | RAX RBX RCX RDI | R14 | RBP | at `[RSP]` |
 //! | arm64 | R0 R1 R2 R3 | R28 | R29 | in the link register, R30 |
 //!
+//! and, on arm64, the condition flags at an entry probe on the stack check's branch.
+//!
 //! Go keeps the same frame record on both (saved frame pointer, then return address), so
 //! the frame walk above the first frame is shared.
 
@@ -98,4 +100,23 @@ impl Regs {
     pub fn return_address(&self) -> Result<u64, i32> {
         Ok(self.link)
     }
+}
+
+/// At an entry probe on the stack check's `BLS` (arm64): whether the branch to `morestack`
+/// is taken, by the condition flags the check left (LS: carry clear or zero set).
+#[cfg(bpf_target_arch = "aarch64")]
+#[inline(always)]
+pub fn to_morestack(regs: *const pt_regs) -> bool {
+    const C: u64 = 1 << 29;
+    const Z: u64 = 1 << 30;
+    // SAFETY: `regs` is the probe's context; the field is read at its fixed offset.
+    let pstate = unsafe { core::ptr::read_volatile(&raw const (*regs).pstate) };
+    pstate & C == 0 || pstate & Z != 0
+}
+
+/// amd64's entry probes sit after the branch (the kernel emulates the instruction there).
+#[cfg(bpf_target_arch = "x86_64")]
+#[inline(always)]
+pub fn to_morestack(_regs: *const pt_regs) -> bool {
+    false
 }

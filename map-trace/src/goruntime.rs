@@ -160,7 +160,9 @@ pub struct MapFunction {
 impl MapFunction {
     /// The attach cookie of this function's probes; `index` is its place in the plan.
     #[must_use]
-    pub fn cookie(&self, index: u16) -> ProbeCookie {
+    /// The cookie of this function's probes, the `index`th of the plan; `on_stack_branch`
+    /// when its entry probe sits on the stack check's branch.
+    pub fn cookie(&self, index: u16, on_stack_branch: bool) -> ProbeCookie {
         ProbeCookie {
             kind: self.kind,
             key: self.key,
@@ -175,6 +177,7 @@ impl MapFunction {
             function: index,
             map_type: self.map_type,
             map_at_return: matches!(self.kind, EventKind::Make),
+            on_stack_branch,
         }
     }
 }
@@ -1009,12 +1012,12 @@ mod tests {
             .position(|f| f.detail == DetailKind::TableGrow)
             .unwrap();
         let f = swiss.function(u16::try_from(grow).unwrap()).unwrap();
-        let cookie = f.cookie(7);
+        let cookie = f.cookie(7, false);
         assert_eq!(
             (cookie.map, cookie.detail, cookie.table_in_result),
             (Reg::Arg2, Some(Reg::Arg3), true)
         );
-        let op = swiss.function(0).unwrap().cookie(0);
+        let op = swiss.function(0).unwrap().cookie(0, false);
         assert_eq!(
             (op.map, op.detail, op.table_in_result),
             (Reg::Arg1, None, false)

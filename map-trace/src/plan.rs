@@ -84,18 +84,18 @@ pub fn plan(binary: &GoBinary, runtime: &Runtime, events: &EventSet) -> Result<P
             .ok()
             .filter(|i| u32::from(*i) < MAX_FUNCTIONS)
             .ok_or_else(|| fail("too many functions in the plan".into()))?;
-        let cookie = function.cookie(index);
         let code = binary
             .code(bounds)
             .ok_or_else(|| fail("code is outside the file".into()))?;
-        let entry = disasm::entry_after_prologue(
+        let entry = disasm::entry_site(
             binary.arch(),
             code,
             bounds.addr,
             runtime.layout.stackguard0_offset,
         )
         .map_err(|e| fail(e.to_string()))?;
-        let mut sites = vec![(entry, entry_role(function.kind))];
+        let cookie = function.cookie(index, entry.on_stack_branch);
+        let mut sites = vec![(entry.addr, entry_role(function.kind))];
         if function.kind.is_timed() {
             let rets = disasm::return_sites(binary.arch(), code, bounds.addr)
                 .map_err(|e| fail(e.to_string()))?;

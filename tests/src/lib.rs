@@ -163,6 +163,28 @@ impl Variant {
         build_go_with(program, self.go, self.experiment)
     }
 
+    /// Builds `tests/go/<program>` as this variant for `goarch` (`GOARCH`), once per test
+    /// run, into `target/go-test-bins/<goarch>/`: code to read, not to run here.
+    #[must_use]
+    pub fn build_for(&self, program: &str, goarch: &str) -> PathBuf {
+        let out = workspace_root()
+            .join("target/go-test-bins")
+            .join(goarch)
+            .join(format!("{program}-go{}{}", self.go, self.experiment));
+        let _guard = GO_BUILD
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        run_go_build(
+            program,
+            self.go,
+            &[("GOEXPERIMENT", self.experiment)],
+            &[],
+            &out,
+            Some(goarch),
+        );
+        out
+    }
+
     /// Builds `tests/go/<program>` as this variant in `mode`.
     #[must_use]
     pub fn build_mode(&self, program: &str, mode: BuildMode) -> PathBuf {
@@ -293,29 +315,75 @@ fn go_build(
     flags: &[&str],
     name: &str,
 ) -> PathBuf {
-    let out = workspace_root().join("target/go-test-bins").join(name);
+    let bins = workspace_root().join("target/go-test-bins");
+    // A guest of another architecture (arm64) runs Go programs built for it, which it
+    // cannot build: it has no Go toolchain of its own.
+    let goarch = std::env::var("MAP_TRACE_GOARCH").ok();
+    let out = goarch
+        .as_ref()
+        .map_or_else(|| bins.join(name), |arch| bins.join(arch).join(name));
     // The kernel matrix's guests run Go ten times slower: they take the host's builds.
-    if std::env::var_os("MAP_TRACE_GO_PREBUILT").is_some() && out.exists() {
-        return out;
+    if std::env::var_os("MAP_TRACE_GO_PREBUILT").is_some() {
+        if out.exists() {
+            return out;
+        }
+        if let Some(arch) = &goarch {
+            panic!(
+                "{} was not built for {arch}: `cargo xtask test-vm --arch {arch}` builds the Go \
+                 programs of the guest's tests on the host first (MAP_TRACE_ALSO_GOARCH={arch})",
+                out.display()
+            );
+        }
     }
     let _guard = GO_BUILD
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    run_go_build(program, version, env, flags, &out, goarch.as_deref());
+    // Set by xtask when it runs a foreign guest's tests here first: each Go program a test
+    // uses is then built for that architecture too, so the guest finds exactly the set its
+    // same tests ask for.
+    if let Ok(also) = std::env::var("MAP_TRACE_ALSO_GOARCH") {
+        run_go_build(
+            program,
+            version,
+            env,
+            flags,
+            &bins.join(&also).join(name),
+            Some(&also),
+        );
+    }
+    out
+}
+
+/// `go build` of `tests/go/<program>` into `out`, for `goarch` or the host.
+fn run_go_build(
+    program: &str,
+    version: &str,
+    env: &[(&str, &str)],
+    flags: &[&str],
+    out: &Path,
+    goarch: Option<&str>,
+) {
     let src = workspace_root().join("tests/go").join(program);
-    let status = go_command(version, &src)
+    let mut cmd = go_command(version, &src);
+    if let Some(arch) = goarch {
+        cmd.env("GOARCH", arch);
+    }
+    let status = cmd
         .envs(env.iter().copied())
         .arg("build")
         .args(flags)
         .arg("-o")
-        .arg(&out)
+        .arg(out)
         .arg(".")
         .status()
         .expect("run go build");
     assert!(
         status.success(),
-        "go build of {program} ({name}) with Go {version} failed"
+        "go build of {program} ({}) with Go {version} for {} failed",
+        out.display(),
+        goarch.unwrap_or("the host")
     );
-    out
 }
 
 /// What mapops reports about one of its maps.

@@ -159,7 +159,8 @@ fn sigint_under_load_stops_at_once() {
     let pid = busy.id().to_string();
     let mut tracer = Tracer::start(&["--pid", &pid, "--csv", csv.to_str().unwrap(), "-v"]);
     tracer.wait_attached(LIMIT);
-    std::thread::sleep(Duration::from_secs(1));
+    // A second of load, as long as an emulated guest needs for the same work.
+    std::thread::sleep(time_scale() * Duration::from_secs(1));
     let (sent, sent_ns) = (Instant::now(), monotonic_ns());
     let status = Command::new("kill")
         .args(["-s", "INT", &tracer.pid().to_string()])

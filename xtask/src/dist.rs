@@ -8,15 +8,44 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{cargo, run, setup, setup::Tools};
+use crate::{cargo, run, setup::Tools};
 
 /// Larger than this and the build lost its stripping or its LTO.
 const MAX_BYTES: u64 = 6 * 1024 * 1024;
 /// The image's name in the local containers storage.
 pub const IMAGE: &str = "localhost/map-trace";
 
-/// Builds `target/dist/map-trace`: musl, static-pie, stripped, linked whole.
-pub fn dist(root: &Path, tools: &Tools) -> anyhow::Result<PathBuf> {
+/// The architectures `cargo xtask dist --target` builds for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub enum DistArch {
+    #[value(name = "x86_64")]
+    X86_64,
+    Aarch64,
+}
+
+impl DistArch {
+    pub const ALL: [DistArch; 2] = [DistArch::X86_64, DistArch::Aarch64];
+
+    /// The Rust target: musl, so the binary is static.
+    pub fn triple(self) -> &'static str {
+        match self {
+            DistArch::X86_64 => "x86_64-unknown-linux-musl",
+            DistArch::Aarch64 => "aarch64-unknown-linux-musl",
+        }
+    }
+
+    /// The file in `target/dist`: x86-64's keeps the name it had before arm64.
+    fn file(self) -> &'static str {
+        match self {
+            DistArch::X86_64 => "map-trace",
+            DistArch::Aarch64 => "map-trace-aarch64",
+        }
+    }
+}
+
+/// Builds `target/dist/map-trace` (or `map-trace-aarch64`): musl, static-pie, stripped,
+/// linked whole.
+pub fn dist(root: &Path, tools: &Tools, arch: DistArch) -> anyhow::Result<PathBuf> {
     run(cargo(root, tools).args([
         "build",
         "--package",
@@ -24,13 +53,13 @@ pub fn dist(root: &Path, tools: &Tools) -> anyhow::Result<PathBuf> {
         "--profile",
         "dist",
         "--target",
-        setup::DIST_TARGET,
+        arch.triple(),
     ]))?;
     let built = root
         .join("target")
-        .join(setup::DIST_TARGET)
+        .join(arch.triple())
         .join("dist/map-trace");
-    let out = root.join("target/dist/map-trace");
+    let out = root.join("target/dist").join(arch.file());
     copy(&built, &out)?;
     let size = std::fs::metadata(&out)
         .with_context(|| format!("reading {}", out.display()))?
@@ -54,7 +83,7 @@ pub struct Image {
 /// Builds the image from the Containerfile with buildah (vfs storage: no overlay needed),
 /// tagged with the revision the binary names and `latest`.
 pub fn image(root: &Path, tools: &Tools) -> anyhow::Result<Image> {
-    let bin = dist(root, tools)?;
+    let bin = dist(root, tools, DistArch::X86_64)?;
     // The context holds the binary alone: target/dist is also cargo's own output folder
     // for the dist profile, and buildah would send all of it.
     let context = root.join("target/image");

@@ -1,4 +1,4 @@
-//! `cargo xtask <setup|build|dist|image|test|demo|bench>`: everything from a fresh clone, in one command each.
+//! `cargo xtask <setup|build|dist|image|test|test-vm|demo|bench>`: everything from a fresh clone, in one command each.
 //!
 //! Setup installs what the build and the tests need into a cache folder outside git
 //! (`$MAP_TRACE_CACHE`, else `$XDG_CACHE_HOME/map-trace`, else `~/.cache/map-trace`), and is
@@ -32,8 +32,13 @@ enum Task {
     Setup,
     /// Set up, then build the release binary into target/release/map-trace
     Build,
-    /// Set up, then build the static binary users install: target/dist/map-trace (musl, stripped)
-    Dist,
+    /// Set up, then build the static binary users install: target/dist/map-trace (musl, stripped),
+    /// or target/dist/map-trace-aarch64
+    Dist {
+        /// The architecture to build for
+        #[arg(long, value_enum, default_value = "x86_64")]
+        target: dist::DistArch,
+    },
     /// Set up, build the static binary and the container image localhost/map-trace with buildah
     Image,
     /// Set up, build, check formatting and lints, and run every test (unit and integration; needs root)
@@ -43,9 +48,13 @@ enum Task {
         args: Vec<String>,
     },
     /// Set up, build, and run the integration tests that need a kernel inside qemu guests of
-    /// the kernel matrix (Debian's 5.10, 6.1 and 6.12; needs root)
+    /// the kernel matrix (Debian's 5.10, 6.1 and 6.12 on x86-64; 6.1 and 6.12 on arm64; needs
+    /// root)
     TestVm {
-        /// Only this kernel (repeatable): 5.10, 6.1, 6.12
+        /// The guests' architecture: `x86_64` or `arm64`
+        #[arg(long, default_value = "x86_64")]
+        arch: String,
+        /// Only this kernel (repeatable): 5.10 (`x86_64` only), 6.1, 6.12
         #[arg(long = "kernel")]
         kernels: Vec<String>,
     },
@@ -82,10 +91,10 @@ fn run_task(cli: Cli) -> anyhow::Result<()> {
     match cli.task {
         Task::Setup => Ok(()),
         Task::Build => build(&root, &tools).map(|_| ()),
-        Task::Dist => dist::dist(&root, &tools).map(|_| ()),
+        Task::Dist { target } => dist::dist(&root, &tools, target).map(|_| ()),
         Task::Image => dist::image(&root, &tools).map(|_| ()),
         Task::Test { args } => test(&root, &tools, &args),
-        Task::TestVm { kernels } => test_vm(&root, &tools, &kernels),
+        Task::TestVm { arch, kernels } => test_vm(&root, &tools, vm::arch(&arch)?, &kernels),
         Task::Demo { seconds } => demo(&root, &tools, seconds),
         Task::Bench { rounds, ops } => bench::bench(&root, &tools, rounds, ops),
     }
@@ -128,13 +137,17 @@ fn test(root: &Path, tools: &Tools, args: &[String]) -> anyhow::Result<()> {
     // Host crates are the workspace's default members; the eBPF crate only builds for the
     // BPF target, with the nightly.
     run(cargo(root, tools).args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
-    let mut ebpf_clippy = Command::new("rustup");
-    tools.apply(&mut ebpf_clippy);
-    run(ebpf_clippy
-        .current_dir(root.join("map-trace-ebpf"))
-        .args(["run", setup::NIGHTLY, "cargo", "clippy", "--release"])
-        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
-        .args(["--", "-D", "warnings"]))?;
+    // The eBPF programs read each architecture's registers: linted for both.
+    for arch in ["x86_64", "aarch64"] {
+        let mut ebpf_clippy = Command::new("rustup");
+        tools.apply(&mut ebpf_clippy);
+        run(ebpf_clippy
+            .current_dir(root.join("map-trace-ebpf"))
+            .env("AYA_BPF_TARGET_ARCH", arch)
+            .args(["run", setup::NIGHTLY, "cargo", "clippy", "--release"])
+            .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+            .args(["--", "-D", "warnings"]))?;
+    }
     let bin = build(root, tools)?;
     if !is_root() {
         bail!("the integration tests load eBPF programs: run cargo xtask test as root");
@@ -153,7 +166,10 @@ fn test(root: &Path, tools: &Tools, args: &[String]) -> anyhow::Result<()> {
     }
     run(&mut cmd)?;
     dev_profile(root, tools)?;
-    vm::run_matrix(root, tools, &bin, &test_binaries(root, tools)?, &[])
+    for arch in vm::ARCHES {
+        guests(root, tools, arch, &bin, &[])?;
+    }
+    Ok(())
 }
 
 /// Once in the dev profile, where arithmetic overflow panics: the unit tests, and the
@@ -172,17 +188,46 @@ fn dev_profile(root: &Path, tools: &Tools) -> anyhow::Result<()> {
         .env("MAP_TRACE_BIN", root.join("target/debug/map-trace")))
 }
 
-fn test_vm(root: &Path, tools: &Tools, kernels: &[String]) -> anyhow::Result<()> {
+fn test_vm(
+    root: &Path,
+    tools: &Tools,
+    arch: &vm::GuestArch,
+    kernels: &[String],
+) -> anyhow::Result<()> {
     let bin = build(root, tools)?;
     if !is_root() {
         bail!("the guests' tests load eBPF programs: run cargo xtask test-vm as root");
     }
-    vm::run_matrix(root, tools, &bin, &test_binaries(root, tools)?, kernels)
+    guests(root, tools, arch, &bin, kernels)
 }
 
-/// Builds the integration tests (release, as `cargo test --release` does) and lists their
-/// executables.
-fn test_binaries(root: &Path, tools: &Tools) -> anyhow::Result<Vec<vm::TestBinary>> {
+/// Runs the guests of `arch` on `kernels` (all when empty). The host's architecture tests
+/// the release build `bin` with the host's test binaries; another one its own dist binary
+/// (as users get it) with the tests built for it, and the Go programs built for it first.
+fn guests(
+    root: &Path,
+    tools: &Tools,
+    arch: &vm::GuestArch,
+    bin: &Path,
+    kernels: &[String],
+) -> anyhow::Result<()> {
+    let host_tests = test_binaries(root, tools, None)?;
+    let Some(foreign) = &arch.foreign else {
+        return vm::run_matrix(root, tools, arch, bin, &host_tests, kernels);
+    };
+    vm::prebuild_go(root, tools, arch, bin, &host_tests, kernels)?;
+    let map_trace = dist::dist(root, tools, foreign.dist)?;
+    let tests = test_binaries(root, tools, Some(foreign.dist.triple()))?;
+    vm::run_matrix(root, tools, arch, &map_trace, &tests, kernels)
+}
+
+/// Builds the integration tests (release, as `cargo test --release` does), for `target`
+/// or the host, and lists their executables.
+fn test_binaries(
+    root: &Path,
+    tools: &Tools,
+    target: Option<&str>,
+) -> anyhow::Result<Vec<vm::TestBinary>> {
     let out = cargo(root, tools)
         .args([
             "test",
@@ -191,6 +236,7 @@ fn test_binaries(root: &Path, tools: &Tools) -> anyhow::Result<Vec<vm::TestBinar
             "integration-tests",
             "--no-run",
         ])
+        .args(target.iter().flat_map(|t| ["--target", t]))
         .args(["--message-format", "json"])
         .stderr(Stdio::inherit())
         .output()

@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{run, vm};
+use crate::{dist::DistArch, run, vm};
 
 /// Must match map-trace/build.rs.
 pub const NIGHTLY: &str = "nightly-2026-10-30";
@@ -32,13 +32,11 @@ const DEBIAN_GO_PACKAGES: [&str; 2] = ["golang-1.19-go", "golang-1.19-src"];
 /// Where the two packages put the toolchain and the sources.
 const DEBIAN_GO_ROOT: &str = "usr/lib/go-1.19";
 const DEBIAN_GO_SHARE: &str = "usr/share/go-1.19";
-/// The target of the static binary `cargo xtask dist` builds.
-pub const DIST_TARGET: &str = "x86_64-unknown-linux-musl";
 /// Commands the tests and the bench use, and the Debian packages that have them.
 /// (gcc: the cgo builds; unshare: the mount-namespace test; tmux: the live-view test;
 /// bpftrace and perf: the bench's reference tracers; qemu, busybox and cpio: the kernel
-/// matrix's guests; buildah: the image.)
-const DEBIAN_PACKAGES: [(&str, &str); 11] = [
+/// matrix's guests, x86-64 and arm64; buildah: the image.)
+const DEBIAN_PACKAGES: [(&str, &str); 12] = [
     ("strace", "strace"),
     ("gcc", "gcc"),
     ("unshare", "util-linux"),
@@ -47,6 +45,7 @@ const DEBIAN_PACKAGES: [(&str, &str); 11] = [
     ("bpftrace", "bpftrace"),
     ("perf", "linux-perf"),
     ("qemu-system-x86_64", "qemu-system-x86"),
+    ("qemu-system-aarch64", "qemu-system-arm"),
     ("busybox", "busybox-static"),
     ("cpio", "cpio"),
     ("buildah", "buildah"),
@@ -96,7 +95,7 @@ pub fn install() -> anyhow::Result<Tools> {
     std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
     debian_packages()?;
     nightly()?;
-    dist_target()?;
+    dist_targets()?;
     let llvm = llvm(&cache)?;
     let bpf_linker_bin = bpf_linker(&cache, &llvm)?;
     let mut go_roots: BTreeMap<_, _> = GO_VERSIONS
@@ -139,26 +138,47 @@ fn debian_packages() -> anyhow::Result<()> {
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
-/// Where a Debian package comes from: the machine's own archive (bookworm), or another
-/// release's, through an apt state kept in the cache so the system's index is never touched.
+/// Where a Debian package comes from: the machine's own archive (bookworm), another
+/// release's, or the machine's own for another architecture; the last two through an apt
+/// state kept in the cache, so the system's index and dpkg are never touched.
 #[derive(Clone, Copy, Debug)]
 pub enum Archive {
     System,
     Release(&'static str),
+    /// The machine's sources, for this Debian architecture (`arm64`) beside its own.
+    Foreign(&'static str),
 }
 
 impl Archive {
+    /// The apt state folder, if not the system's.
+    fn state(self, cache: &Path) -> Option<PathBuf> {
+        let name = match self {
+            Archive::System => return None,
+            Archive::Release(release) => release,
+            Archive::Foreign(arch) => arch,
+        };
+        Some(cache.join("debian/apt").join(name))
+    }
+
     /// `apt-get` or `apt-cache`, pointed at this archive.
     fn tool(self, cache: &Path, tool: &str) -> Command {
         let mut cmd = Command::new(tool);
-        if let Archive::Release(release) = self {
-            let state = cache.join("debian/apt").join(release);
+        if let Some(state) = self.state(cache) {
+            if let Archive::Release(_) = self {
+                cmd.arg("-o")
+                    .arg(format!(
+                        "Dir::Etc::SourceList={}",
+                        state.join("sources.list").display()
+                    ))
+                    .args(["-o", "Dir::Etc::SourceParts=/dev/null"]);
+            }
+            if let Archive::Foreign(arch) = self {
+                // The machine's own (amd64) stays listed: apt still reads the system's dpkg
+                // status, whose packages are amd64.
+                cmd.args(["-o", "APT::Architectures::=amd64", "-o"])
+                    .arg(format!("APT::Architectures::={arch}"));
+            }
             cmd.arg("-o")
-                .arg(format!(
-                    "Dir::Etc::SourceList={}",
-                    state.join("sources.list").display()
-                ))
-                .args(["-o", "Dir::Etc::SourceParts=/dev/null", "-o"])
                 .arg(format!(
                     "Dir::State::Lists={}",
                     state.join("lists").display()
@@ -170,18 +190,19 @@ impl Archive {
     }
 
     fn update(self, cache: &Path) -> anyhow::Result<()> {
-        if let Archive::Release(release) = self {
-            let state = cache.join("debian/apt").join(release);
+        if let Some(state) = self.state(cache) {
             for dir in ["lists/partial", "cache/archives/partial"] {
                 std::fs::create_dir_all(state.join(dir))?;
             }
-            // Signed by the same keyring as the system's own archive.
-            std::fs::write(
-                state.join("sources.list"),
-                format!(
-                    "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian {release} main\n"
-                ),
-            )?;
+            if let Archive::Release(release) = self {
+                // Signed by the same keyring as the system's own archive.
+                std::fs::write(
+                    state.join("sources.list"),
+                    format!(
+                        "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian {release} main\n"
+                    ),
+                )?;
+            }
         }
         run(self.tool(cache, "apt-get").args(["update", "-qq"]))
     }
@@ -213,10 +234,20 @@ impl Archive {
             .with_context(|| format!("no Debian package matches {pattern}"))
     }
 
-    /// `package`, unpacked (never installed) into `<cache>/debian/<package>`, once.
-    /// Returns that folder.
+    /// Where [`Archive::unpack`] puts `package`: `<cache>/debian/<package>`, or
+    /// `<cache>/debian/<arch>/<package>` for another architecture.
+    pub fn dest(self, cache: &Path, package: &str) -> PathBuf {
+        let debian = cache.join("debian");
+        match self {
+            Archive::Foreign(arch) => debian.join(arch).join(package),
+            Archive::System | Archive::Release(_) => debian.join(package),
+        }
+    }
+
+    /// `package`, unpacked (never installed) into [`Archive::dest`], once. Returns that
+    /// folder.
     pub fn unpack(self, cache: &Path, package: &str) -> anyhow::Result<PathBuf> {
-        let dest = cache.join("debian").join(package);
+        let dest = self.dest(cache, package);
         let done = dest.join(".unpacked");
         if done.exists() {
             return Ok(dest);
@@ -227,9 +258,13 @@ impl Archive {
         let download = cache.join("debian/downloads");
         std::fs::create_dir_all(&download)
             .with_context(|| format!("creating {}", download.display()))?;
+        let wanted = match self {
+            Archive::Foreign(arch) => format!("{package}:{arch}"),
+            Archive::System | Archive::Release(_) => package.to_owned(),
+        };
         let fetch = || {
             self.tool(cache, "apt-get")
-                .args(["download", "-qq", package])
+                .args(["download", "-qq", &wanted])
                 .current_dir(&download)
                 .status()
                 .is_ok_and(|s| s.success())
@@ -297,15 +332,17 @@ fn nightly() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The musl target of the toolchain building map-trace, for `cargo xtask dist`.
-fn dist_target() -> anyhow::Result<()> {
-    let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))
-        .is_some_and(|list| list.lines().any(|l| l == DIST_TARGET));
-    if !installed {
-        step(&format!(
-            "installing the Rust target {DIST_TARGET} (for the static binary)"
-        ));
-        run(Command::new("rustup").args(["target", "add", DIST_TARGET]))?;
+/// The musl targets of the toolchain building map-trace, for `cargo xtask dist`.
+fn dist_targets() -> anyhow::Result<()> {
+    let installed =
+        output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
+    for target in DistArch::ALL.map(DistArch::triple) {
+        if !installed.lines().any(|l| l == target) {
+            step(&format!(
+                "installing the Rust target {target} (for the static binary)"
+            ));
+            run(Command::new("rustup").args(["target", "add", target]))?;
+        }
     }
     Ok(())
 }
@@ -427,6 +464,12 @@ impl Tools {
             ),
             ("MAP_TRACE_GOJQ", self.gojq.clone().into()),
         ]
+    }
+
+    /// The folder everything is installed into (the guests of another architecture see it at
+    /// the same path).
+    pub fn cache(&self) -> &Path {
+        &self.cache
     }
 
     /// The kernel matrix's kernels, unpacked.

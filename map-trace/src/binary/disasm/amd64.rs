@@ -28,7 +28,8 @@ fn is_stack_check(ins: &Instruction, stackguard0_offset: u64) -> bool {
         && ins.memory_displacement64() == stackguard0_offset
 }
 
-/// See [`super::entry_after_prologue`]; the goroutine is in R14.
+/// The instruction after the stack check's `JBE` (see [`super::entry_site`]), or the
+/// first byte; the goroutine is in R14.
 pub(super) fn entry_after_prologue(
     code: &[u8],
     addr: u64,

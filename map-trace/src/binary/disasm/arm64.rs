@@ -48,14 +48,15 @@ fn leaves(ins: &Instruction) -> bool {
     )
 }
 
-/// See [`super::entry_after_prologue`]; the goroutine is in R28. Big frames branch twice to
-/// `morestack` (`BLO` when the frame would wrap below zero, then `BLS`): the probe goes
-/// after the `BLS`, the last.
-pub(super) fn entry_after_prologue(
+/// The stack check's `BLS` to `morestack`, if the function has a stack check (see
+/// [`super::entry_site`]); the goroutine is in R28. Big frames branch twice to `morestack`
+/// (`BLO` when the frame would wrap below zero, then `BLS`): the `BLS` is the last, and
+/// the function's body must follow it.
+pub(super) fn stack_branch(
     code: &[u8],
     addr: u64,
     stackguard0_offset: u64,
-) -> Result<u64, DisasmError> {
+) -> Result<Option<u64>, DisasmError> {
     let mut insns = decode(code, addr).take(PROLOGUE_WINDOW);
     while let Some((at, ins)) = insns.next() {
         let ins = ins?;
@@ -63,9 +64,8 @@ pub(super) fn entry_after_prologue(
             for (branch, ins) in insns.by_ref() {
                 let ins = ins?;
                 if ins.opcode == Opcode::Bcc(LS) {
-                    let next = branch.wrapping_add(4);
-                    return if inside(code, addr, next) {
-                        Ok(next)
+                    return if inside(code, addr, branch.wrapping_add(4)) {
+                        Ok(Some(branch))
                     } else {
                         Err(DisasmError::UnexpectedPrologue(at))
                     };
@@ -80,7 +80,7 @@ pub(super) fn entry_after_prologue(
             break;
         }
     }
-    Ok(addr)
+    Ok(None)
 }
 
 /// The bytes a PC-relative load reads, from the address it names.
@@ -151,15 +151,12 @@ mod tests {
     #[test]
     fn small_frame_prologue() {
         let code = code(&SMALL_FRAME);
-        assert_eq!(
-            entry_after_prologue(&code, BASE, STACKGUARD0),
-            Ok(BASE + 12)
-        );
+        assert_eq!(stack_branch(&code, BASE, STACKGUARD0), Ok(Some(BASE + 8)));
         assert_eq!(return_sites(&code, BASE), Ok(vec![BASE + 16]));
     }
 
     #[test]
-    fn big_frame_prologue_probes_after_the_last_branch() {
+    fn big_frame_prologue_probes_the_last_branch() {
         // MOVD 16(R28), R16; SUB $0x2000, RSP, R17; BLO; CMP R16, R17; BLS; MOVD.W …
         let code = code(&[
             0xf940_0b90,
@@ -169,24 +166,21 @@ mod tests {
             0x5400_00c9,
             0xf819_0ffe,
         ]);
-        assert_eq!(
-            entry_after_prologue(&code, BASE, STACKGUARD0),
-            Ok(BASE + 20)
-        );
+        assert_eq!(stack_branch(&code, BASE, STACKGUARD0), Ok(Some(BASE + 16)));
     }
 
     #[test]
     fn another_offset_is_no_stack_check() {
         // The same load from 24(R28) is not g.stackguard0.
         let code = code(&SMALL_FRAME);
-        assert_eq!(entry_after_prologue(&code, BASE, 0x18), Ok(BASE));
+        assert_eq!(stack_branch(&code, BASE, 0x18), Ok(None));
     }
 
     #[test]
-    fn nosplit_function_probes_its_first_byte() {
+    fn nosplit_function_has_no_stack_branch() {
         // MOVD R0, R1; RET
         let code = code(&[0xaa00_03e1, 0xd65f_03c0]);
-        assert_eq!(entry_after_prologue(&code, BASE, STACKGUARD0), Ok(BASE));
+        assert_eq!(stack_branch(&code, BASE, STACKGUARD0), Ok(None));
     }
 
     #[test]
@@ -194,13 +188,13 @@ mod tests {
         // MOVD 16(R28), R16; CMP R16, RSP; RET
         let no_bls = code(&[0xf940_0b90, 0xeb30_63ff, 0xd65f_03c0]);
         assert_eq!(
-            entry_after_prologue(&no_bls, BASE, STACKGUARD0),
+            stack_branch(&no_bls, BASE, STACKGUARD0),
             Err(DisasmError::UnexpectedPrologue(BASE))
         );
         // …and a BLS that ends the code leaves nothing to probe.
         let ends = code(&SMALL_FRAME[..3]);
         assert_eq!(
-            entry_after_prologue(&ends, BASE, STACKGUARD0),
+            stack_branch(&ends, BASE, STACKGUARD0),
             Err(DisasmError::UnexpectedPrologue(BASE))
         );
     }
@@ -223,7 +217,7 @@ mod tests {
             return_sites(&[0xc0, 0x03, 0x5f, 0xd6, 0x00], BASE),
             Err(DisasmError::Invalid(BASE + 4))
         );
-        assert_eq!(entry_after_prologue(&[], BASE, STACKGUARD0), Ok(BASE));
+        assert_eq!(stack_branch(&[], BASE, STACKGUARD0), Ok(None));
     }
 
     proptest! {

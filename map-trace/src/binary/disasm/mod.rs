@@ -1,6 +1,6 @@
 //! Where to put probes inside a Go function, found by decoding that exact binary's code:
-//! the first instruction after the prologue's stack check, and every RET. Each architecture
-//! has its decoder; what they find means the same on both.
+//! its entry, where the prologue's stack check has passed, and every RET. Each
+//! architecture has its decoder.
 
 mod amd64;
 mod arm64;
@@ -20,21 +20,48 @@ pub enum DisasmError {
     UnexpectedPrologue(u64),
 }
 
-/// The address of the first instruction after the stack check's branch to `morestack`, or
-/// the function's first byte when it has no stack check (nosplit functions never re-enter).
-/// `stackguard0_offset` is where `g.stackguard0` sits in the goroutine (the g register).
+/// Where a function's entry probe goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub addr: u64,
+    /// On the stack check's conditional branch to `morestack` itself: the probe counts only
+    /// a hit where the branch is not taken (the eBPF side reads the flags).
+    pub on_stack_branch: bool,
+}
+
+impl Entry {
+    const fn at(addr: u64) -> Self {
+        Self {
+            addr,
+            on_stack_branch: false,
+        }
+    }
+}
+
+/// The entry probe's site, past the stack check: a probe on the first byte would fire
+/// twice for one call when the stack grows, because `morestack` jumps back to the entry.
+/// A function without a stack check (nosplit: it never re-enters) is probed at its first
+/// byte. `stackguard0_offset` is where `g.stackguard0` sits in the goroutine.
 ///
-/// A probe on the first byte would fire twice for one call when the stack grows, because
-/// `morestack` jumps back to the entry.
-pub fn entry_after_prologue(
+/// - amd64: the instruction after the `JBE`.
+/// - arm64: the `BLS` itself, with [`Entry::on_stack_branch`]. The kernel simulates a
+///   branch in place, while the instruction after it (`MOVD.W R30, -N(RSP)`, a store that
+///   moves the stack pointer) would be single-stepped out of line, from a slot the kernel
+///   rewrites for every hit; at the branch, the registers are those after it.
+pub fn entry_site(
     arch: Arch,
     code: &[u8],
     addr: u64,
     stackguard0_offset: u64,
-) -> Result<u64, DisasmError> {
+) -> Result<Entry, DisasmError> {
     match arch {
-        Arch::Amd64 => amd64::entry_after_prologue(code, addr, stackguard0_offset),
-        Arch::Arm64 => arm64::entry_after_prologue(code, addr, stackguard0_offset),
+        Arch::Amd64 => amd64::entry_after_prologue(code, addr, stackguard0_offset).map(Entry::at),
+        Arch::Arm64 => arm64::stack_branch(code, addr, stackguard0_offset).map(|branch| {
+            branch.map_or(Entry::at(addr), |at| Entry {
+                addr: at,
+                on_stack_branch: true,
+            })
+        }),
     }
 }
 
@@ -67,8 +94,8 @@ mod tests {
         stackguard0: u64,
     ) -> Result<(), TestCaseError> {
         let inside = |at: u64| at == addr || at.wrapping_sub(addr) < code.len() as u64;
-        if let Ok(entry) = entry_after_prologue(arch, code, addr, stackguard0) {
-            prop_assert!(inside(entry), "entry {entry:#x}");
+        if let Ok(entry) = entry_site(arch, code, addr, stackguard0) {
+            prop_assert!(inside(entry.addr), "entry {entry:x?}");
         }
         if let Ok(rets) = return_sites(arch, code, addr) {
             prop_assert!(rets.iter().all(|&r| inside(r)), "{rets:x?}");
